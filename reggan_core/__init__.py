@@ -1,0 +1,13 @@
+"""reggan_core: the package behind the RegGAN tutorial notebooks.
+
+RegGAN (Akram, Khan & Mahmood, MTAP 2026) = a local ridge regression layer followed by an
+adversarially trained refinement network, for neutral -> expression synthesis.
+"""
+from .categories import BASIC_NAMES, CATEGORIES, CATEGORY_NAMES, COMPOUND_NAMES, Category, get_category
+from .data import (ConditionalFaces, FaceIndex, PairedFaces, index_dataset, load_face, load_splits,
+                   make_splits, read_splits, subjects_in, write_splits)
+from .errors import ConfigError, DataError, NoFaceError, RegGANError
+from .imageio import load_image, save_image, to_tensor, to_uint8
+from .utils import get_device, seed_everything
+
+__version__ = "0.1.0"
