@@ -407,7 +407,7 @@ def apply_expression(identity: Identity, aus: dict[int, float], teeth: np.ndarra
     iod = np.linalg.norm(lm[R_EYE].mean(0) - lm[L_EYE].mean(0))
     opening = target[[65, 66, 67], 1].mean() - target[[61, 62, 63], 1].mean()
     if opening > 0.04 * iod:
-        lip_raise = aus.get(10, 0) + aus.get(12, 0) + 0.6 * aus.get(25, 0)
+        lip_raise = aus.get(12, 0) + 0.5 * aus.get(10, 0) + 0.25 * aus.get(25, 0)
         img = _mouth_interior(img, target, teeth, show_teeth=float(np.clip(lip_raise, 0, 1)))
     if 4 in aus:  # vertical furrows between the brows
         for sx in (-0.07, 0.07):
@@ -420,7 +420,7 @@ def apply_expression(identity: Identity, aus: dict[int, float], teeth: np.ndarra
             y = target[27, 1] + f * (target[30, 1] - target[27, 1])
             img = _darken_line(img, np.array([[target[27, 0] - 0.12 * iod, y], [target[27, 0] + 0.12 * iod, y]]),
                                0.18 * aus[9])
-    fold = max(aus.get(12, 0), aus.get(10, 0), aus.get(11, 0))
+    fold = max(aus.get(12, 0), 0.5 * aus.get(10, 0), 0.5 * aus.get(11, 0))
     if fold > 0:  # nasolabial folds from the nose wings to beside the mouth corners
         for wing, corner, sx in ((31, 48, -1), (35, 54, 1)):
             p0 = target[wing] + np.array([sx * 0.08 * iod, -0.02 * iod])
