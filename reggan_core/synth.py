@@ -204,23 +204,26 @@ def _shape_variation(lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     iod = np.linalg.norm(eye_r - eye_l)
     cx = (eye_l[0] + eye_r[0]) / 2
     p = {k: float(v) for k, v in zip(
-        ("face_width", "jaw_length", "eye_distance", "nose_length", "mouth_width", "brow_height", "eye_size"),
-        rng.normal(0, 1, 7).clip(-2, 2))}
+        ("face_width", "jaw_length", "eye_distance", "nose_length", "mouth_width", "brow_height", "eye_size",
+         "lip_height"),
+        rng.normal(0, 1, 8).clip(-2, 2))}
     jaw = out[JAW]
-    jaw[:, 0] = cx + (jaw[:, 0] - cx) * (1 + 0.05 * p["face_width"])
+    jaw[:, 0] = cx + (jaw[:, 0] - cx) * (1 + 0.09 * p["face_width"])
     chin_w = np.clip((jaw[:, 1] - eye_l[1]) / (lm[8, 1] - eye_l[1]), 0, 1) ** 2
-    jaw[:, 1] += 0.08 * iod * p["jaw_length"] * chin_w
+    jaw[:, 1] += 0.14 * iod * p["jaw_length"] * chin_w
     out[JAW] = jaw
     for idx, sign in ((L_EYE + L_BROW, -1), (R_EYE + R_BROW, 1)):
-        out[idx, 0] += sign * 0.04 * iod * p["eye_distance"]
+        out[idx, 0] += sign * 0.06 * iod * p["eye_distance"]
     for idx in (L_EYE, R_EYE):
         c = out[idx].mean(0)
         out[idx] = c + (out[idx] - c) * (1 + 0.08 * p["eye_size"])
-    out[31:36, 1] += 0.06 * iod * p["nose_length"]
-    out[48:68, 1] += 0.04 * iod * p["nose_length"]
+    # the nose lengthens as a whole (tip and wings together), the mouth follows it
+    out[[29, 30, 31, 32, 33, 34, 35], 1] += np.array([0.4, 0.9, 1, 1, 1, 1, 1]) * 0.10 * iod * p["nose_length"]
+    out[48:68, 1] += 0.08 * iod * p["nose_length"]
+    out[48:68, 1] += 0.06 * iod * p["lip_height"] * np.clip((out[48:68, 1] - out[33, 1]) / iod, 0, 1)
     mc = out[48:68].mean(0)
-    out[48:68, 0] = mc[0] + (out[48:68, 0] - mc[0]) * (1 + 0.08 * p["mouth_width"])
-    out[17:27, 1] -= 0.05 * iod * p["brow_height"]
+    out[48:68, 0] = mc[0] + (out[48:68, 0] - mc[0]) * (1 + 0.12 * p["mouth_width"])
+    out[17:27, 1] -= 0.08 * iod * p["brow_height"]
     return out, p
 
 
@@ -259,7 +262,7 @@ def make_identity(k: int, seed: int = 0) -> Identity:
     first = int(rng.integers(2))  # one photo of each person, each possibly mirrored
     i, j = first + 2 * int(rng.integers(2)), (1 - first) + 2 * int(rng.integers(2))
     (ia, la), (ib, lb) = pool[i], pool[j]
-    wgt = float(rng.uniform(0.2, 0.8))
+    wgt = float(rng.uniform(0.05, 0.95))
     mean = (1 - wgt) * la + wgt * lb
     shaped, sp = _shape_variation(mean, rng)
     img = (1 - wgt) * tps_warp(ia, la, shaped) + wgt * tps_warp(ib, lb, shaped)
