@@ -1,0 +1,470 @@
+"""The local ridge regression layer: the first half of RegGAN (from Masked Regression).
+
+Every output pixel ``i`` of channel ``c`` is a linear function of the ``r x r`` neighbourhood
+``N_r(i)`` of pixel ``i`` in the input, plus a bias, with its OWN weights per pixel (a locally
+connected layer, not a convolution)::
+
+    y_ci = sum_{q in N_r(i)} w_ciq x_q + b_ci
+
+Per pixel, the weights are the closed-form ridge solution over the N training pairs. With
+``a_n = [patch_n, 1]`` (the patch followed by a 1 for the bias) and ``R = diag(1, ..., 1, rb)``
+(``rb = 1`` when the bias is regularised, ``0`` when not)::
+
+    G_i = sum_n a_n a_n^T + lam R,   h_i = sum_n a_n y_n,   [w_i, b_i] = G_i^-1 h_i
+
+Shapes: images are (B, C, H, W). A patch is ``D = r*r`` values of its own channel
+(``cross_channel=False``) or ``D = C*r*r`` values of all channels (``cross_channel=True``),
+ordered (input channel, row, column) as :func:`torch.nn.functional.unfold` lays them out.
+Weights are stored as ``weight`` (C, H, W, D) and ``bias`` (C, H, W): ``weight[c, y, x, D//2]``
+(per-channel mode) is the centre tap of output pixel (y, x). Border pixels see the padded
+image: ``padding="zeros"`` pads with 0 (mid-grey in [-1, 1] images), ``"replicate"`` repeats
+the edge pixel; either way the border pixels are fitted like the others.
+
+Defaults follow Masked Regression (Khan, Akram, Mahmood et al.): r = 3, lambda = 0.4 with the
+bias regularised, 128 x 128 RGB, one weight set per colour channel.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "reggan-local-ridge"
+FORMAT_VERSION = 1
+PADDINGS = ("zeros", "replicate")
+
+
+@dataclass(frozen=True)
+class RidgeConfig:
+    """Hyper-parameters of :class:`LocalRidge` (defaults: Masked Regression)."""
+
+    r: int = 3                   # receptive field, odd (Masked Regression: 3)
+    lam: float = 0.4             # ridge lambda (Masked Regression: 0.4)
+    regularize_bias: bool = True  # Masked Regression regularises the bias with the weights
+    cross_channel: bool = False  # False: each output channel from its own input channel
+    padding: str = "zeros"       # border handling: "zeros" or "replicate"
+    channels: int = 3            # C (RGB)
+    size: int = 128              # H = W (the canonical aligned crop)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1 or self.r % 2 == 0:
+            raise ConfigError(f"RidgeConfig.r={self.r!r} must be a positive odd integer (e.g. 3)")
+        if not (isinstance(self.lam, (int, float)) and float(self.lam) >= 0.0) or self.lam != self.lam:
+            raise ConfigError(f"RidgeConfig.lam={self.lam!r} must be a number >= 0 (e.g. 0.4)")
+        if self.padding not in PADDINGS:
+            raise ConfigError(f"RidgeConfig.padding={self.padding!r} is unknown; use one of {PADDINGS}")
+        if not isinstance(self.channels, int) or self.channels < 1:
+            raise ConfigError(f"RidgeConfig.channels={self.channels!r} must be a positive integer")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ConfigError(f"RidgeConfig.size={self.size!r} must be a positive integer")
+        if self.padding == "replicate" and self.r // 2 >= self.size:
+            raise ConfigError(f"RidgeConfig.r={self.r} is too large for size={self.size}; use r < 2*size")
+
+    @property
+    def taps(self) -> int:
+        """D, the number of inputs per output pixel (without the bias)."""
+        return self.r * self.r * (self.channels if self.cross_channel else 1)
+
+    @property
+    def pixels(self) -> int:
+        return self.size * self.size
+
+
+def pad_image(x: Tensor, r: int, padding: str) -> Tensor:
+    """Pad (B, C, H, W) by r // 2 on each side: zeros or the replicated edge."""
+    h = r // 2
+    if h == 0:
+        return x
+    if padding == "zeros":
+        return F.pad(x, (h, h, h, h))
+    return F.pad(x, (h, h, h, h), mode="replicate")
+
+
+def extract_patches(x: Tensor, r: int, padding: str = "zeros") -> Tensor:
+    """Every pixel's r x r neighbourhood: (B, C, H, W) -> (B, C, r*r, H*W).
+
+    ``out[b, c, k, y*W + x]`` is input channel c at (y + k // r - r//2, x + k % r - r//2).
+    """
+    b, c, hgt, wid = x.shape
+    cols = F.unfold(pad_image(x, r, padding), r)  # (B, C*r*r, H*W)
+    return cols.view(b, c, r * r, hgt * wid)
+
+
+def _check_images(x: Tensor, config: RidgeConfig, what: str) -> None:
+    want = (config.channels, config.size, config.size)
+    if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ConfigError(f"{what} has shape {got}; LocalRidge expects (B, {want[0]}, {want[1]}, {want[2]})")
+
+
+class RidgeAccumulator:
+    """Streams training pairs into every pixel's Gram matrix and right-hand side (float64).
+
+    Memory is set by the image size, the batch and ``band_bytes``, never by N.
+
+    How (tiled GEMM). Computing ``sum_n a_n a_n^T`` pixel by pixel is a batch of tiny
+    (D+1) x N x (D+1) products that run far below the machine's matmul rate. Instead the image
+    is cut into ``tile x tile`` blocks; for each block we stack, per sample, the values of its
+    ``(tile + r - 1)^2`` halo (every input any of its pixels reads), a 1, and its targets into a
+    vector z_n, and accumulate ``T = sum_n z_n [halo_n, 1]^T`` with one batched matmul (N is
+    the inner dimension, so the products are big enough to run near the matmul rate). Every
+    pixel's Gram matrix and right-hand side are sub-blocks of its tile's T, gathered once in
+    :meth:`gram_rhs`; for r = 3 and 4 x 4 tiles this costs about 1.1x the flops of the direct
+    per-pixel sums. Tile rows are processed in bands of about ``band_bytes`` of z, which bounds
+    memory. Small bands (4 MB, the default on one thread) keep z in cache; but every band is a
+    few parallel regions, and on a busy multi-core machine many regions cost more than the
+    cache saves, so with several threads the default is 64 MB.
+
+    Groups: per-channel mode has C groups (one per channel) with one target each;
+    cross-channel mode has one group whose design holds all C channels and C targets.
+    """
+
+    def __init__(self, config: RidgeConfig, device: torch.device | str | None = None,
+                 tile: int = 4, band_bytes: int | None = None):
+        if tile < 1:
+            raise ConfigError(f"tile={tile} must be >= 1")
+        self.config = config
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if band_bytes is None:   # see the class docstring
+            band_bytes = (4 if torch.get_num_threads() == 1 else 64) * 2**20
+        self.tile, self.band_bytes = tile, band_bytes
+        cfg, t = config, tile
+        c = cfg.channels
+        self.groups = 1 if cfg.cross_channel else c          # G
+        self.group_in = c if cfg.cross_channel else 1        # input channels per group
+        self.targets = c if cfg.cross_channel else 1         # T, outputs per group
+        self.halo = t + cfg.r - 1
+        self.n_tiles = -(-cfg.size // t)                     # tiles per side (last one may stick out)
+        self.nx = self.group_in * self.halo ** 2             # halo values per tile
+        self.nz = self.nx + 1 + self.targets * t * t         # + the 1 + the targets
+        self.acc = torch.zeros(self.n_tiles, self.groups, self.n_tiles, self.nz, self.nx + 1,
+                               dtype=torch.float64, device=self.device)
+        self.n = 0
+        self._buffers: dict[str, Tensor] = {}
+        self._width = 0
+
+    def update(self, x: Tensor, y: Tensor) -> None:
+        """Add a batch of pairs x -> y, each (B, C, H, W)."""
+        cfg = self.config
+        _check_images(x, cfg, "input batch")
+        _check_images(y, cfg, "target batch")
+        if x.shape[0] != y.shape[0]:
+            raise ConfigError(f"input batch has {x.shape[0]} images but target batch {y.shape[0]}; pair them 1:1")
+        b, c, s, _ = x.shape
+        if b == 0:
+            return
+        x, y = x.to(self.device), y.to(self.device)
+        t, hs, nt, g, gi, tg = self.tile, self.halo, self.n_tiles, self.groups, self.group_in, self.targets
+        # samples last, so that each tile's values form an (nz, B) matrix with unit stride in B.
+        # float32 inputs are transposed in float32 (twice as fast) and widened when gathered.
+        work = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
+        extra = nt * t - s                                   # zero rows/columns so tiles cover the image
+        xp = pad_image(x.to(work), cfg.r, cfg.padding)
+        yp = y.to(work)
+        if extra:
+            xp, yp = F.pad(xp, (0, extra, 0, extra)), F.pad(yp, (0, extra, 0, extra))
+        xt = self._buffer("x", (c, xp.shape[2], xp.shape[3]), b, work)
+        xt.flatten(0, 2).copy_(xp.reshape(b, -1).t())         # (B, C*H'*W') -> (C*H'*W', B)
+        yt = self._buffer("y", (c, yp.shape[2], yp.shape[3]), b, work)
+        yt.flatten(0, 2).copy_(yp.reshape(b, -1).t())
+        sx, sy = xt.stride(), yt.stride()
+        self._width = max(self._width, b)                     # the largest batch so far sets the bands
+        rows = max(1, min(nt, self.band_bytes // (g * nt * self.nz * self._width * 8)))
+        for r0 in range(0, nt, rows):
+            nr = min(rows, nt - r0)
+            z = self._buffer("z", (rows, g, nt, self.nz), b)[:nr]
+            # halo of tile (i, j): padded rows i*t .. i*t+hs-1, columns j*t .. j*t+hs-1
+            halo = xt.as_strided((nr, g, nt, gi, hs, hs, b),
+                                 (t * sx[1], sx[0], t * sx[2], sx[0], sx[1], sx[2], 1),
+                                 storage_offset=r0 * t * sx[1])
+            z[..., :self.nx, :].view(nr, g, nt, gi, hs, hs, b).copy_(halo)
+            tgt = yt.as_strided((nr, g, nt, tg, t, t, b),
+                                (t * sy[1], sy[0], t * sy[2], sy[0], sy[1], sy[2], 1),
+                                storage_offset=r0 * t * sy[1])
+            z[..., self.nx + 1:, :].view(nr, g, nt, tg, t, t, b).copy_(tgt)
+            zf = z.view(-1, self.nz, b)
+            self.acc[r0:r0 + nr].view(-1, self.nz, self.nx + 1).baddbmm_(zf, zf[:, :self.nx + 1].transpose(1, 2))
+        self.n += b
+
+    def _buffer(self, name: str, shape: tuple[int, ...], b: int, dtype: torch.dtype = torch.float64) -> Tensor:
+        """A work buffer (*shape, b) kept between batches; a smaller last batch uses a view of it.
+
+        The z buffer's bias row is set to 1 once.
+        """
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape[:-1]) != shape or buf.shape[-1] < b or buf.dtype != dtype:
+            buf = torch.empty(*shape, b, dtype=dtype, device=self.device)
+            if name == "z":
+                buf[..., self.nx, :] = 1.0
+            self._buffers[name] = buf
+        return buf[..., :b]
+
+    def _indices(self) -> tuple[Tensor, Tensor]:
+        """Where pixel (a, b) of a tile finds its taps (+ bias) and its targets in the tile's z."""
+        cfg, t, hs = self.config, self.tile, self.halo
+        a = torch.arange(t).view(t, 1, 1, 1, 1)
+        b = torch.arange(t).view(1, t, 1, 1, 1)
+        cin = torch.arange(self.group_in).view(1, 1, -1, 1, 1)
+        ky = torch.arange(cfg.r).view(1, 1, 1, -1, 1)
+        kx = torch.arange(cfg.r).view(1, 1, 1, 1, -1)
+        taps = (cin * hs * hs + (a + ky) * hs + (b + kx)).reshape(t, t, -1)            # (t, t, D)
+        taps = torch.cat([taps, torch.full((t, t, 1), self.nx)], -1)                   # + bias
+        out = torch.arange(self.targets).view(1, 1, -1)
+        tgt = self.nx + 1 + out * t * t + (a.view(t, 1, 1) * t + b.view(1, t, 1))     # (t, t, T)
+        return taps.to(self.device), tgt.to(self.device)
+
+    def gram_rhs(self) -> tuple[Tensor, Tensor]:
+        """Every pixel's Gram matrix (G*H*W, D+1, D+1) and right-hand side (G*H*W, D+1, T), float64.
+
+        One gather from the tile sums, straight into pixel order (pixel y lies in tile row
+        y // tile at offset y % tile; the same for x).
+        """
+        cfg, t, g, s = self.config, self.tile, self.groups, self.config.size
+        taps, tgt = self._indices()                                  # (t, t, D+1), (t, t, T)
+        pos = torch.arange(s, device=self.device)
+        tile_y = (pos // t).view(1, s, 1, 1, 1)
+        tile_x = (pos // t).view(1, 1, s, 1, 1)
+        grp = torch.arange(g, device=self.device).view(g, 1, 1, 1, 1)
+        off = pos % t
+        k = taps[off.view(s, 1), off.view(1, s)].unsqueeze(0)        # (1, H, W, D+1)
+        o = tgt[off.view(s, 1), off.view(1, s)].unsqueeze(0)         # (1, H, W, T)
+        sy, sg, sx, sr, sc = self.acc.stride()                       # flat offsets into the tile sums
+        base = tile_y * sy + grp * sg + tile_x * sx                  # (G, H, W, 1, 1)
+        gram = self.acc.take(base + k.unsqueeze(-1) * sr + k.unsqueeze(-2) * sc)   # (G, H, W, D+1, D+1)
+        rhs = self.acc.take(base + o.unsqueeze(-2) * sr + k.unsqueeze(-1) * sc)    # (G, H, W, D+1, T)
+        d1 = cfg.taps + 1
+        return gram.reshape(-1, d1, d1), rhs.reshape(-1, d1, self.targets)
+
+    def solve(self, lam: float | None = None) -> tuple[Tensor, Tensor]:
+        """Solve every pixel's ridge system at once: weight (C, H, W, D), bias (C, H, W), float64.
+
+        ``lam`` overrides the config's lambda: the sums do not depend on it, so a whole
+        lambda path costs one pass over the data. Raises :class:`ConfigError` naming lambda
+        and N when a system is not positive definite.
+        """
+        cfg = self.config if lam is None else replace(self.config, lam=lam)
+        d = cfg.taps
+        if self.n == 0:
+            raise ConfigError("LocalRidge.fit got no training pairs; pass (X, Y) with at least one pair")
+        self._buffers.clear()                                   # batch work buffers are done
+        gram, rhs = self.gram_rhs()
+        ridge = gram.diagonal(dim1=-2, dim2=-1)                 # + lam R, in place
+        ridge[:, :d] += cfg.lam
+        if cfg.regularize_bias:
+            ridge[:, d] += cfg.lam
+        chol, info = torch.linalg.cholesky_ex(gram)
+        bad = info != 0
+        if not bool(bad.any()):
+            # a singular system can slip through Cholesky with a tiny positive pivot
+            pivots = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2
+            scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1, keepdim=True).clamp_min(1e-300)
+            bad = (pivots <= scale * (d + 1) * torch.finfo(torch.float64).eps).any(-1)
+        if bool(bad.any()):
+            h, s = cfg.r // 2, cfg.size
+            interior = bad.view(-1, s, s)[:, h:s - h, h:s - h]
+            fix = ("lambda > 0 or more training pairs (N > {d} for lambda = 0)" if bool(interior.any())
+                   else "lambda > 0 (border pixels read padding, so their taps repeat or are zero)")
+            raise ConfigError(
+                f"ridge system is not positive definite at {int(bad.sum())} pixel(s) with lambda={cfg.lam} "
+                f"and N={self.n} pairs; use " + fix.format(d=d)
+            )
+        sol = torch.cholesky_solve(rhs, chol)                                  # (G*H*W, D+1, T)
+        c, s = cfg.channels, cfg.size
+        if cfg.cross_channel:
+            sol = sol.view(s, s, d + 1, c).permute(3, 0, 1, 2)                 # (C, H, W, D+1)
+        else:
+            sol = sol.view(c, s, s, d + 1)
+        return sol[..., :d].contiguous(), sol[..., d].contiguous()
+
+
+def iter_batches(data: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (X, Y) batches from (X, Y) tensors, a dataset of (x, y) items or an iterable of batches.
+
+    Items may carry extra fields (e.g. a label); only the first two are used. Single
+    (C, H, W) items are stacked into batches of ``batch_size``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data) \
+            and data[0].ndim == 4:
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise ConfigError(f"X has {x.shape[0]} images but Y {y.shape[0]}; pass paired tensors")
+        for i in range(0, x.shape[0], batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+        return
+    if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        items: Iterable = (data[i] for i in range(len(data)))
+    else:
+        items = iter(data)
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ConfigError(f"fit data yielded {type(item).__name__}; expected (x, y) pairs or (X, Y) batches")
+        x, y = item[0], item[1]
+        if x.ndim == 4:
+            for i in range(0, x.shape[0], batch_size):
+                yield x[i:i + batch_size], y[i:i + batch_size]
+            continue
+        xs.append(x)
+        ys.append(y)
+        if len(xs) == batch_size:
+            yield torch.stack(xs), torch.stack(ys)
+            xs, ys = [], []
+    if xs:
+        yield torch.stack(xs), torch.stack(ys)
+
+
+class LocalRidge(nn.Module):
+    """Locally connected r x r layer with per-pixel weights, fitted by closed-form ridge.
+
+    ``forward`` maps (B, C, H, W) -> (B, C, H, W) on any device and is differentiable, so
+    the closed-form fit can be the starting point of end-to-end gradient training (RegGAN
+    fine-tunes it with the refiner). ``fit`` streams pairs and solves every pixel at once.
+    """
+
+    def __init__(self, config: RidgeConfig = RidgeConfig()):
+        super().__init__()
+        if not isinstance(config, RidgeConfig):
+            raise ConfigError(f"LocalRidge needs a RidgeConfig, got {type(config).__name__}")
+        self.config = config
+        c, s, d = config.channels, config.size, config.taps
+        # identity map at start: centre tap 1 (own channel), everything else 0
+        weight = torch.zeros(c, s, s, d)
+        centre = (config.r * config.r) // 2
+        for ch in range(c):
+            weight[ch, :, :, (ch * config.r * config.r if config.cross_channel else 0) + centre] = 1.0
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(c, s, s))
+        self.register_buffer("n_fitted", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """y[b, c, i] = sum_k weight[c, i, k] * patch[b, k, i] + bias[c, i]."""
+        cfg = self.config
+        _check_images(x, cfg, "LocalRidge input")
+        b, c, s, _ = x.shape
+        x = x.to(self.weight.dtype)
+        cols = F.unfold(pad_image(x, cfg.r, cfg.padding), cfg.r)            # (B, C*r*r, P)
+        w = self.weight.view(c, s * s, cfg.taps)
+        if cfg.cross_channel:
+            out = torch.einsum("bdp,cpd->bcp", cols, w)
+        else:
+            cols = cols.view(b, c, cfg.r * cfg.r, s * s)
+            out = (cols * w.permute(0, 2, 1).unsqueeze(0)).sum(2)
+        return out.view(b, c, s, s) + self.bias
+
+    @torch.no_grad()
+    def fit(self, data: Any, batch_size: int = 64, progress: bool = False) -> "LocalRidge":
+        """Closed-form ridge fit on paired images; returns self.
+
+        ``data``: (X, Y) tensors (N, C, H, W), a dataset whose items are (x, y, ...), or an
+        iterable of (X, Y) batches. Gram matrices accumulate in float64 on the layer's device.
+        """
+        device = self.weight.device
+        acc = RidgeAccumulator(self.config, device=device if device.type != "mps" else "cpu")
+        batches = iter_batches(data, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="ridge fit", unit="batch")
+        for x, y in batches:
+            acc.update(x, y)
+        self._assign(acc)
+        log.info("fitted LocalRidge on %d pairs (r=%d, lambda=%g)", acc.n, self.config.r, self.config.lam)
+        return self
+
+    @torch.no_grad()
+    def _assign(self, acc: RidgeAccumulator) -> None:
+        weight, bias = acc.solve(self.config.lam)
+        self.weight.copy_(weight.to(self.weight))
+        self.bias.copy_(bias.to(self.bias))
+        self.n_fitted.fill_(acc.n)
+
+    @classmethod
+    def from_accumulator(cls, acc: RidgeAccumulator, lam: float | None = None) -> "LocalRidge":
+        """A layer solved from already accumulated sums, optionally with another lambda (a lambda path)."""
+        config = acc.config if lam is None else replace(acc.config, lam=lam)
+        model = cls(config).to(acc.device)
+        model._assign(acc)
+        return model
+
+    def ridge_penalty(self) -> Tensor:
+        """lam * (|w|^2 + |b|^2 if the bias is regularised): the penalty of the ridge objective."""
+        pen = (self.weight ** 2).sum()
+        if self.config.regularize_bias:
+            pen = pen + (self.bias ** 2).sum()
+        return self.config.lam * pen
+
+    def ridge_objective(self, x: Tensor, y: Tensor) -> Tensor:
+        """Sum over pixels of the per-pixel ridge losses: |f(x) - y|^2 + penalty (minimised by ``fit``)."""
+        return ((self(x) - y.to(self.weight.dtype)) ** 2).sum() + self.ridge_penalty()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write weights, bias and every hyper-parameter to one file (atomically)."""
+        from .imageio import atomic_path
+
+        state = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "config": asdict(self.config),
+            "weight": self.weight.detach().cpu(),
+            "bias": self.bias.detach().cpu(),
+            "n_fitted": int(self.n_fitted),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
+             expect: RidgeConfig | None = None) -> "LocalRidge":
+        """Read a file written by :meth:`save` (``torch.load(weights_only=True)``).
+
+        Files of another format version, inconsistent shapes, or (with ``expect``) another
+        configuration raise a one-line :class:`ConfigError`.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"ridge weights file {path} does not exist; fit a LocalRidge and save() it first")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # pickle / zip errors of every kind
+            raise ConfigError(f"ridge weights file {path} is not readable ({exc.__class__.__name__}); "
+                              "re-save it with LocalRidge.save") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
+            raise ConfigError(f"file {path} is not a LocalRidge file; write it with LocalRidge.save")
+        if state.get("version") != FORMAT_VERSION:
+            raise ConfigError(f"ridge weights file {path} has format version {state.get('version')!r}, this code "
+                              f"reads version {FORMAT_VERSION}; refit and re-save with this version")
+        try:
+            config = RidgeConfig(**state["config"])
+        except TypeError:
+            raise ConfigError(f"ridge weights file {path} has unknown config keys "
+                              f"{sorted(state['config'])}; refit and re-save it") from None
+        if expect is not None and expect != config:
+            raise ConfigError(f"ridge weights file {path} holds {config}, expected {expect}; "
+                              "load the matching file or refit")
+        model = cls(config)
+        for name in ("weight", "bias"):
+            want, got = tuple(getattr(model, name).shape), tuple(state[name].shape)
+            if want != got:
+                raise ConfigError(f"ridge weights file {path} has {name} of shape {got}, expected {want} "
+                                  f"for {config}; the file is damaged, refit and re-save it")
+        with torch.no_grad():
+            model.weight.copy_(state["weight"])
+            model.bias.copy_(state["bias"])
+            model.n_fitted.fill_(int(state.get("n_fitted", 0)))
+        return model.to(map_location)
