@@ -2,12 +2,18 @@
 
 RegGAN (Akram, Khan & Mahmood, MTAP 2026) = a local ridge regression layer followed by an
 adversarially trained refinement network, for neutral -> expression synthesis.
+
+Sub-packages not imported here (they pull heavier dependencies): ``reggan_core.metrics``
+(ECS, FSS, QualiCLIP, FID/KID), ``reggan_core.human_study`` and ``reggan_core.widgets``.
 """
 from .categories import BASIC_NAMES, CATEGORIES, CATEGORY_NAMES, COMPOUND_NAMES, Category, get_category
+from .config import RefinerConfig, TrainConfig, load_config
 from .data import (ConditionalFaces, FaceIndex, PairedFaces, index_dataset, load_face, load_splits,
                    make_splits, read_splits, subjects_in, write_splits)
 from .errors import ConfigError, DataError, NoFaceError, RegGANError
 from .imageio import load_image, save_image, to_tensor, to_uint8
+from .model import RegGAN, load_generator, save_generator
+from .regression import LocalRidge, RidgeConfig
 from .utils import get_device, seed_everything
 
 __version__ = "0.1.0"
