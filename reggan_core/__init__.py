@@ -17,3 +17,12 @@ from .regression import LocalRidge, RidgeConfig
 from .utils import get_device, seed_everything
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Lazy exports: the explorer pulls in ipywidgets only when it is asked for."""
+    if name in ("Explorer", "make_backend"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'reggan_core' has no attribute {name!r}")

@@ -164,7 +164,7 @@ def choose_file(page, path: Path) -> None:
 
 
 def save_screenshot(png: bytes, path: Path, width: int = 1000) -> None:
-    """Downscale to ``width`` px and write atomically (the figure stays modest in size)."""
+    """Downscale to ``width`` px and write atomically (a figure of modest size, ~350 kB)."""
     from reggan_core.imageio import atomic_path
 
     with Image.open(io.BytesIO(png)) as im:

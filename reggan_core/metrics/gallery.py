@@ -232,9 +232,11 @@ def run_gallery(faces: Sequence[OODFace], columns: dict[str, Translator], target
     return GalleryResult(list(faces), target, outputs, prob, hit, sim, getattr(clf, "name", str(classifier)))
 
 
-def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, cell: float = 1.45, dpi: int = 88):
+def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, cell: float = 1.45, dpi: int = 88,
+                 palette: bool = True):
     """Rows = faces, columns = input and models; target probability / FSS under every image,
-    ECS and mean FSS under every column. Saved as PNG when ``path`` is given."""
+    ECS and mean FSS under every column. Saved as PNG when ``path`` is given; ``palette``
+    stores it with 256 colours (median cut, no dithering): about 3x smaller, visually the same."""
     import matplotlib.pyplot as plt
 
     cols = list(result.outputs)
@@ -260,10 +262,19 @@ def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, c
                  fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     if path is not None:
+        import io
+
+        from PIL import Image
+
         from ..imageio import atomic_path
 
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        img = Image.open(buf).convert("RGB")
+        if palette:
+            img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
+            img.save(tmp, format="PNG", optimize=True)
     return fig
 
 
