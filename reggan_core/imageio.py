@@ -101,7 +101,10 @@ def to_tensor(arr: np.ndarray):
     """RGB uint8 (H, W, 3) -> float tensor (3, H, W) in [-1, 1]."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # torch.from_numpy warns on read-only arrays
+        arr = arr.copy()
+    t = torch.from_numpy(arr).permute(2, 0, 1).float()
     return t / 127.5 - 1.0
 
 

@@ -251,8 +251,3 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
                 model.ridges.load_state_dict(ridges)
     return model.to(map_location).eval()
 
-
-def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The plain-data parts of a checkpoint (spec, extra/config, step) without building a model."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return {k: state[k] for k in ("spec", "extra", "config", "step") if k in state}

@@ -67,6 +67,16 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def check_skip(in_channels: int, out_channels: int, skip: bool) -> None:
+    if skip and in_channels != out_channels:
+        raise ConfigError(f"skip=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
+
+
+def ultimate_skip(x: Tensor, r: Tensor, skip: bool) -> Tensor:
+    """US-GAN's ultimate skip: output = clamp(input + residual, -1, 1); the residual alone without it."""
+    return (x + r).clamp(-1.0, 1.0) if skip else r
+
+
 class ResidualBlock(nn.Module):
     """x + [pad-conv3x3-norm-ReLU-pad-conv3x3-norm](x); shape unchanged."""
 
@@ -115,8 +125,7 @@ class Refiner(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, n_labels: int = 0, ngf: int = 64,
                  n_res: int = 1, norm: str = "instance", skip: bool = True):
         super().__init__()
-        if skip and in_channels != out_channels:
-            raise ConfigError(f"skip=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
+        check_skip(in_channels, out_channels, skip)
         self.in_channels, self.n_labels, self.skip = in_channels, n_labels, skip
         self.pad = nn.ReflectionPad2d(3)
         stem_norm = "none" if n_labels else norm
@@ -153,8 +162,7 @@ class Refiner(nn.Module):
             if labels is None:
                 raise ConfigError("this refiner is conditional: pass the target labels")
             h = h + self.label_bias(labels).to(h.dtype)
-        r = self.body(self.stem_act(h))
-        return (x + r).clamp(-1.0, 1.0) if self.skip else r
+        return ultimate_skip(x, self.body(self.stem_act(h)), self.skip)
 
 
 class UNet(nn.Module):
@@ -169,8 +177,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, n_labels: int = 0, ngf: int = 64,
                  n_down: int = 7, norm: str = "instance", skip: bool = True):
         super().__init__()
-        if skip and in_channels != out_channels:
-            raise ConfigError(f"skip=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
+        check_skip(in_channels, out_channels, skip)
         self.n_labels, self.skip, self.n_down = n_labels, skip, n_down
         chans = [min(ngf * 2 ** i, ngf * 8) for i in range(n_down)]
         self.down = nn.ModuleList()
@@ -215,7 +222,7 @@ class UNet(nn.Module):
         h = self.up[0](feats[-1])
         for layer, skip in zip(self.up[1:], reversed(feats[:-1])):
             h = layer(torch.cat([h, skip], 1))
-        return (x + h).clamp(-1.0, 1.0) if self.skip else h
+        return ultimate_skip(x, h, self.skip)
 
 
 class PatchDiscriminator(nn.Module):
