@@ -51,6 +51,8 @@ dataset: env
 benchmarks: env
 	$(PY) benchmarks/bench_ridge.py
 	$(PY) benchmarks/bench_inference.py
+	$(PY) benchmarks/bench_widget.py
+	$(PY) -m reggan_core.human_study power --out $(OUT)/power
 
 clean:
 	rm -rf $(OUT) .pytest_cache

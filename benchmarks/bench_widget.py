@@ -37,18 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reggan_core.utils import cpu_name  # noqa: E402
+
 GOAL_S = 0.5
 TARGETS = ("happy", "surprised", "sad", "angry", "disgusted", "fearful", "happily_surprised", "awed")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def stats(values: list[float]) -> tuple[float, float, float]:

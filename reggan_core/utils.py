@@ -50,3 +50,16 @@ def write_config(config: Any, path: str | os.PathLike) -> Path:
 
     data = asdict(config) if is_dataclass(config) else dict(config)
     return write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (for benchmark tables), from /proc/cpuinfo where there is one."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
