@@ -25,7 +25,6 @@ kernel is free again after the images; ``benchmarks/bench_widget.py`` measures b
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import logging
@@ -195,39 +194,6 @@ def make_backend(checkpoint: str | Path | None, dataset_root: str | Path | None 
 
 # ----------------------------------------------------------------------------------- metrics
 
-class CachingEmbedder:
-    """Wraps an FSS embedder and remembers embeddings of images seen before.
-
-    The input face and the real target stay the same while the user moves the sliders, so
-    only the new outputs are embedded on an update. Keyed by the uint8 image bytes.
-    """
-
-    def __init__(self, embedder: Any, size: int = 64):
-        self.embedder, self.size = embedder, size
-        self.name = embedder.name
-        self.same_person_distance = embedder.same_person_distance
-        self._cache: dict[bytes, tuple[np.ndarray, bool]] = {}
-
-    def clear(self) -> None:
-        """Forget every cached embedding."""
-        self._cache.clear()
-
-    def embed(self, images) -> tuple[np.ndarray, np.ndarray]:
-        from .metrics.fer import as_rgb_batch
-
-        imgs = as_rgb_batch(images)
-        keys = [hashlib.sha1(img.tobytes()).digest() + bytes(str(img.shape), "ascii") for img in imgs]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
-            emb, det = self.embedder.embed([imgs[i] for i in todo])
-            for j, i in enumerate(todo):
-                if len(self._cache) >= self.size:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[keys[i]] = (emb[j], bool(det[j]))
-        rows = [self._cache[k] for k in keys]
-        return np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], dtype=bool)
-
-
 class MetricScorer:
     """Live ECS and FSS of one output, through ``reggan_core.metrics.ecs`` and ``.fss``.
 
@@ -242,7 +208,7 @@ class MetricScorer:
 
     def __init__(self, classifier: Any = "auto", embedder: Any = None):
         from .metrics.ecs import get_classifier
-        from .metrics.fss import DlibEmbedder
+        from .metrics.fss import CachedEmbedder, DlibEmbedder
 
         self.note: str | None = None
         self.classifier = None
@@ -257,7 +223,7 @@ class MetricScorer:
             self.note = None if getattr(self.classifier, "name", "") == "cfee22" else (
                 "ECS with the FER2013 classifier: compound targets are not scored")
         try:
-            self.embedder = CachingEmbedder(embedder if embedder is not None else DlibEmbedder())
+            self.embedder = CachedEmbedder(embedder if embedder is not None else DlibEmbedder(), max_size=64)
         except RegGANError as exc:
             self.embedder = None
             self.note = f"FSS: {_one_line(exc)}"

@@ -11,7 +11,6 @@ reported as ``unavailable`` with the reason, never as a number from random weigh
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -26,6 +25,7 @@ from ..categories import get_category
 from ..errors import DataError
 from ..imageio import IMAGE_EXTENSIONS, load_image, write_text
 from .fer import MetricUnavailable, as_rgb_batch
+from .fss import CachedEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -150,31 +150,6 @@ def _row(metric: str, value=float("nan"), *, values=None, std=float("nan"), n=0,
 
 def _unavailable(metric: str, reason: str, space: str = "") -> dict:
     return _row(metric, space=space, status="unavailable", note=str(reason).splitlines()[0])
-
-
-class CachedEmbedder:
-    """Wraps a face embedder (``embed(images) -> (emb, detected)``) so each distinct image is embedded once.
-
-    Pass one instance as ``embedder`` to several :func:`evaluate_images` calls that share
-    inputs or real images (FSS and the identity FID then reuse their embeddings).
-    """
-
-    def __init__(self, base):
-        self.base, self.name = base, base.name
-        self.same_person_distance = getattr(base, "same_person_distance", None)
-        self.memo: dict[str, tuple[np.ndarray, bool]] = {}
-
-    def embed(self, images):
-        batch = as_rgb_batch(images)
-        keys = [hashlib.sha1(np.ascontiguousarray(b).tobytes() + str(b.shape).encode()).hexdigest() for b in batch]
-        todo = [i for i, k in enumerate(keys) if k not in self.memo]
-        if todo:
-            emb, det = self.base.embed([batch[i] for i in todo])
-            for j, i in enumerate(todo):
-                self.memo[keys[i]] = (emb[j], bool(det[j]))
-        if not batch:
-            return np.zeros((0, 128)), np.zeros(0, bool)
-        return np.stack([self.memo[k][0] for k in keys]), np.array([self.memo[k][1] for k in keys])
 
 
 def evaluate_images(generated, targets=None, inputs=None, real=None, metrics: Sequence[str] = METRICS,

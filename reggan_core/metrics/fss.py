@@ -18,6 +18,7 @@ ONNX when ``onnxruntime`` happens to be installed); nothing is downloaded.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -218,3 +219,38 @@ def fss(inputs, outputs, embedder=None, threshold: float | None = None) -> dict:
         "cosine": cos,
         "distance": dist,
     }
+
+
+class CachedEmbedder:
+    """Wraps a face embedder (``embed(images) -> (emb, detected)``) so each distinct image is embedded once.
+
+    Keyed by the uint8 image bytes and shape. Pass one instance to several ``evaluate_images``
+    calls that share inputs or real images (FSS and the identity FID reuse their embeddings);
+    the explorer keeps a bounded one (``max_size``, oldest dropped first) because its input and
+    real target stay the same while the sliders move.
+    """
+
+    def __init__(self, base, max_size: int | None = None):
+        self.base, self.name, self.max_size = base, base.name, max_size
+        self.same_person_distance = getattr(base, "same_person_distance", None)
+        self.memo: dict[bytes, tuple[np.ndarray, bool]] = {}
+
+    def clear(self) -> None:
+        """Forget every cached embedding."""
+        self.memo.clear()
+
+    def embed(self, images) -> tuple[np.ndarray, np.ndarray]:
+        batch = as_rgb_batch(images)
+        if not batch:
+            return np.zeros((0, 128)), np.zeros(0, bool)
+        keys = [hashlib.sha1(np.ascontiguousarray(b).tobytes()).digest() + str(b.shape).encode() for b in batch]
+        todo = [i for i, k in enumerate(keys) if k not in self.memo]
+        if todo:
+            emb, det = self.base.embed([batch[i] for i in todo])
+            fresh = {keys[i]: (emb[j], bool(det[j])) for j, i in enumerate(todo)}
+            self.memo.update(fresh)
+        rows = [self.memo[k] for k in keys]
+        if self.max_size is not None:
+            while len(self.memo) > self.max_size:
+                self.memo.pop(next(iter(self.memo)))
+        return np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], dtype=bool)
