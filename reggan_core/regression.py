@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -107,14 +108,53 @@ def _check_images(x: Tensor, config: RidgeConfig, what: str) -> None:
         raise ConfigError(f"{what} has shape {got}; LocalRidge expects (B, {want[0]}, {want[1]}, {want[2]})")
 
 
+BACKENDS = ("auto", "numba", "torch")
+
+
+@contextmanager
+def _keep_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after a numba kernel.
+
+    numba's OpenMP threading layer shares torch's OpenMP runtime, and its first launch set the
+    count to the number of cores: ``torch.set_num_threads(1)`` silently became 2 and training
+    runs stopped being reproducible (found by the resume-after-kill test)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``"auto"``: the fused numba kernels on CPU when numba imports, else the torch tiled GEMM."""
+    from . import ridge_kernels
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} is unknown; use one of {BACKENDS}")
+    if backend == "auto":
+        return "numba" if device.type == "cpu" and ridge_kernels.available() else "torch"
+    if backend == "numba" and device.type != "cpu":
+        raise ConfigError(f"backend='numba' runs on the CPU, not on {device}; use backend='torch' (or 'auto')")
+    if backend == "numba" and not ridge_kernels.available():
+        raise ConfigError("backend='numba' needs numba, which does not import; pip install numba, "
+                          "or use backend='torch'")
+    return backend
+
+
 class RidgeAccumulator:
     """Streams training pairs into every pixel's Gram matrix and right-hand side (float64).
 
-    Memory is set by the image size, the batch and ``band_bytes``, never by N.
+    Memory is set by the image size and the batch, never by N. Two backends compute the
+    same sums (tests check both against direct sums and scikit-learn):
 
-    How (tiled GEMM). Computing ``sum_n a_n a_n^T`` pixel by pixel is a batch of tiny
-    (D+1) x N x (D+1) products that run far below the machine's matmul rate. Instead the image
-    is cut into ``tile x tile`` blocks; for each block we stack, per sample, the values of its
+    * ``"numba"`` (CPU; the default there): fused kernels over *correlation images*, which
+      share the products of neighbouring pixels (see :mod:`reggan_core.ridge_kernels`);
+    * ``"torch"`` (any device; the default off the CPU or without numba): the tiled GEMM below.
+
+    How the torch backend works (tiled GEMM). Computing ``sum_n a_n a_n^T`` pixel by pixel is
+    a batch of tiny (D+1) x N x (D+1) products that run far below the machine's matmul rate.
+    Instead the image is cut into ``tile x tile`` blocks; for each block we stack, per sample, the values of its
     ``(tile + r - 1)^2`` halo (every input any of its pixels reads), a 1, and its targets into a
     vector z_n, and accumulate ``T = sum_n z_n [halo_n, 1]^T`` with one batched matmul (N is
     the inner dimension, so the products are big enough to run near the matmul rate). Every
@@ -130,11 +170,20 @@ class RidgeAccumulator:
     """
 
     def __init__(self, config: RidgeConfig, device: torch.device | str | None = None,
-                 tile: int = 4, band_bytes: int | None = None):
+                 tile: int = 4, band_bytes: int | None = None, backend: str = "auto"):
         if tile < 1:
             raise ConfigError(f"tile={tile} must be >= 1")
         self.config = config
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.backend = resolve_backend(backend, self.device)
+        self.n = 0
+        self._sums = None
+        if self.backend == "numba":
+            from .ridge_kernels import NumbaSums
+
+            self._sums = NumbaSums(config.r, config.channels, config.size, config.cross_channel,
+                                   threads=torch.get_num_threads())
+            return
         if band_bytes is None:   # see the class docstring
             band_bytes = (4 if torch.get_num_threads() == 1 else 64) * 2**20
         self.tile, self.band_bytes = tile, band_bytes
@@ -149,7 +198,6 @@ class RidgeAccumulator:
         self.nz = self.nx + 1 + self.targets * t * t         # + the 1 + the targets
         self.acc = torch.zeros(self.n_tiles, self.groups, self.n_tiles, self.nz, self.nx + 1,
                                dtype=torch.float64, device=self.device)
-        self.n = 0
         self._buffers: dict[str, Tensor] = {}
         self._width = 0
 
@@ -162,6 +210,14 @@ class RidgeAccumulator:
             raise ConfigError(f"input batch has {x.shape[0]} images but target batch {y.shape[0]}; pair them 1:1")
         b, c, s, _ = x.shape
         if b == 0:
+            return
+        if self._sums is not None:
+            # one float dtype for both (float64 if either is); products are summed in float64
+            work = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
+            as_np = lambda t: t.detach().to("cpu", work).contiguous().numpy()  # noqa: E731
+            with _keep_torch_threads():
+                self._sums.update(as_np(x), as_np(y), replicate=cfg.padding == "replicate")
+            self.n += b
             return
         x, y = x.to(self.device), y.to(self.device)
         t, hs, nt, g, gi, tg = self.tile, self.halo, self.n_tiles, self.groups, self.group_in, self.targets
@@ -229,6 +285,11 @@ class RidgeAccumulator:
         One gather from the tile sums, straight into pixel order (pixel y lies in tile row
         y // tile at offset y % tile; the same for x).
         """
+        if self._sums is not None:
+            with _keep_torch_threads():
+                gram, rhs = self._sums.gram_rhs()
+            d1 = self.config.taps + 1
+            return torch.from_numpy(gram).view(-1, d1, d1), torch.from_numpy(rhs).view(-1, d1, rhs.shape[-1])
         cfg, t, g, s = self.config, self.tile, self.groups, self.config.size
         taps, tgt = self._indices()                                  # (t, t, D+1), (t, t, T)
         pos = torch.arange(s, device=self.device)
@@ -256,6 +317,11 @@ class RidgeAccumulator:
         d = cfg.taps
         if self.n == 0:
             raise ConfigError("LocalRidge.fit got no training pairs; pass (X, Y) with at least one pair")
+        if self._sums is not None:
+            with _keep_torch_threads():
+                weight, bias, bad = self._sums.solve(cfg.lam, cfg.regularize_bias)
+            self._check_positive_definite(torch.from_numpy(bad).view(-1), cfg)
+            return torch.from_numpy(weight), torch.from_numpy(bias)
         self._buffers.clear()                                   # batch work buffers are done
         gram, rhs = self.gram_rhs()
         ridge = gram.diagonal(dim1=-2, dim2=-1)                 # + lam R, in place
@@ -269,15 +335,7 @@ class RidgeAccumulator:
             pivots = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2
             scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1, keepdim=True).clamp_min(1e-300)
             bad = (pivots <= scale * (d + 1) * torch.finfo(torch.float64).eps).any(-1)
-        if bool(bad.any()):
-            h, s = cfg.r // 2, cfg.size
-            interior = bad.view(-1, s, s)[:, h:s - h, h:s - h]
-            fix = ("lambda > 0 or more training pairs (N > {d} for lambda = 0)" if bool(interior.any())
-                   else "lambda > 0 (border pixels read padding, so their taps repeat or are zero)")
-            raise ConfigError(
-                f"ridge system is not positive definite at {int(bad.sum())} pixel(s) with lambda={cfg.lam} "
-                f"and N={self.n} pairs; use " + fix.format(d=d)
-            )
+        self._check_positive_definite(bad, cfg)
         sol = torch.cholesky_solve(rhs, chol)                                  # (G*H*W, D+1, T)
         c, s = cfg.channels, cfg.size
         if cfg.cross_channel:
@@ -285,6 +343,18 @@ class RidgeAccumulator:
         else:
             sol = sol.view(c, s, s, d + 1)
         return sol[..., :d].contiguous(), sol[..., d].contiguous()
+
+
+    def _check_positive_definite(self, bad: Tensor, cfg: RidgeConfig) -> None:
+        """One-line error naming lambda and N when any pixel's system (mask ``bad``, G*H*W) failed."""
+        if not bool(bad.any()):
+            return
+        h, s = cfg.r // 2, cfg.size
+        interior = bad.view(-1, s, s)[:, h:s - h, h:s - h]
+        fix = (f"lambda > 0 or more training pairs (N > {cfg.taps} for lambda = 0)" if bool(interior.any())
+               else "lambda > 0 (border pixels read padding, so their taps repeat or are zero)")
+        raise ConfigError(f"ridge system is not positive definite at {int(bad.sum())} pixel(s) with "
+                          f"lambda={cfg.lam} and N={self.n} pairs; use {fix}")
 
 
 def iter_batches(data: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -368,14 +438,16 @@ class LocalRidge(nn.Module):
         return out.view(b, c, s, s) + self.bias
 
     @torch.no_grad()
-    def fit(self, data: Any, batch_size: int = 64, progress: bool = False) -> "LocalRidge":
+    def fit(self, data: Any, batch_size: int = 64, progress: bool = False, backend: str = "auto") -> "LocalRidge":
         """Closed-form ridge fit on paired images; returns self.
 
         ``data``: (X, Y) tensors (N, C, H, W), a dataset whose items are (x, y, ...), or an
-        iterable of (X, Y) batches. Gram matrices accumulate in float64 on the layer's device.
+        iterable of (X, Y) batches. Sums accumulate in float64 on the layer's device.
+        ``backend``: ``"auto"`` (numba kernels on CPU, torch elsewhere), ``"numba"`` or
+        ``"torch"`` (see :class:`RidgeAccumulator`); all give the same solution.
         """
         device = self.weight.device
-        acc = RidgeAccumulator(self.config, device=device if device.type != "mps" else "cpu")
+        acc = RidgeAccumulator(self.config, device=device if device.type != "mps" else "cpu", backend=backend)
         batches = iter_batches(data, batch_size)
         if progress:
             from tqdm.auto import tqdm

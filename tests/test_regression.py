@@ -16,6 +16,13 @@ from reggan_core.regression import (FORMAT_VERSION, LocalRidge, RidgeAccumulator
                                     extract_patches, iter_batches)
 
 RTOL = 1e-6
+BACKEND_NAMES = ["numba", "torch"]
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request) -> str:
+    """Every closed-form test runs on both backends (fused numba kernels, torch tiled GEMM)."""
+    return request.param
 
 
 def ref_patches(x: np.ndarray, r: int, padding: str) -> np.ndarray:
@@ -81,26 +88,27 @@ def random_pairs(n=24, c=3, s=8, seed=0, dtype=torch.float64):
 @pytest.mark.parametrize("r", [1, 3, 5])
 @pytest.mark.parametrize("regularize_bias", [True, False])
 @pytest.mark.parametrize("padding", ["zeros", "replicate"])
-def test_per_channel_matches_sklearn_random(r, regularize_bias, padding):
+def test_per_channel_matches_sklearn_random(r, regularize_bias, padding, backend):
     cfg = RidgeConfig(r=r, lam=0.4, regularize_bias=regularize_bias, padding=padding, size=8)
     x, y = random_pairs()
-    model = LocalRidge(cfg).double().fit((x, y), batch_size=10)
+    model = LocalRidge(cfg).double().fit((x, y), batch_size=10, backend=backend)
     assert_matches_sklearn(model, x.numpy(), y.numpy())
 
 
 @pytest.mark.parametrize("regularize_bias", [True, False])
-def test_cross_channel_matches_sklearn_on_concatenated_patches(regularize_bias):
-    cfg = RidgeConfig(lam=0.7, regularize_bias=regularize_bias, cross_channel=True, size=6)
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+def test_cross_channel_matches_sklearn_on_concatenated_patches(regularize_bias, padding, backend):
+    cfg = RidgeConfig(lam=0.7, regularize_bias=regularize_bias, cross_channel=True, size=6, padding=padding)
     x, y = random_pairs(n=40, s=6, seed=1)
-    model = LocalRidge(cfg).double().fit((x, y), batch_size=16)
+    model = LocalRidge(cfg).double().fit((x, y), batch_size=16, backend=backend)
     assert model.weight.shape == (3, 6, 6, 27)
     assert_matches_sklearn(model, x.numpy(), y.numpy())
 
 
-def test_float32_model_matches_sklearn_to_float32_precision():
+def test_float32_model_matches_sklearn_to_float32_precision(backend):
     cfg = RidgeConfig(size=8)
     x, y = random_pairs(dtype=torch.float32)
-    model = LocalRidge(cfg).fit((x, y))
+    model = LocalRidge(cfg).fit((x, y), backend=backend)
     assert model.weight.dtype == torch.float32
     ws, bs = sklearn_coefs(x.double().numpy(), y.double().numpy(), cfg)
     np.testing.assert_allclose(model.weight.detach().reshape(3, -1, 9).numpy(), ws, rtol=1e-4, atol=1e-6)
@@ -120,10 +128,10 @@ def embedded_pairs():
 
 
 @pytest.mark.parametrize("regularize_bias", [True, False])
-def test_matches_sklearn_on_embedded_face_pairs(embedded_pairs, regularize_bias):
+def test_matches_sklearn_on_embedded_face_pairs(embedded_pairs, regularize_bias, backend):
     x, y = embedded_pairs
     cfg = RidgeConfig(regularize_bias=regularize_bias)
-    model = LocalRidge(cfg).double().fit((x, y), batch_size=8)
+    model = LocalRidge(cfg).double().fit((x, y), batch_size=8, backend=backend)
     s = cfg.size
     rng = np.random.default_rng(0)
     corners = [0, s - 1, s * (s - 1), s * s - 1]
@@ -142,39 +150,43 @@ def test_fit_from_a_paired_faces_dataset_equals_fit_from_tensors(embedded_pairs)
     assert int(from_dataset.n_fitted) == len(dataset)
 
 
-def test_streamed_fit_equals_one_shot_fit():
+def test_streamed_fit_equals_one_shot_fit(backend):
     x, y = random_pairs(n=23, seed=3)
     cfg = RidgeConfig(size=8)
-    one_shot = LocalRidge(cfg).double().fit((x, y), batch_size=len(x))
-    streamed = LocalRidge(cfg).double().fit((x, y), batch_size=4)
+    one_shot = LocalRidge(cfg).double().fit((x, y), batch_size=len(x), backend=backend)
+    streamed = LocalRidge(cfg).double().fit((x, y), batch_size=4, backend=backend)
     dataset = [(x[i], y[i], "label") for i in range(len(x))]          # items (x, y, extra)
-    from_items = LocalRidge(cfg).double().fit(dataset, batch_size=5)
+    from_items = LocalRidge(cfg).double().fit(dataset, batch_size=5, backend=backend)
     batches = (b for b in [(x[:7], y[:7]), (x[7:], y[7:])])             # an iterator of batches
-    from_batches = LocalRidge(cfg).double().fit(batches, batch_size=3)
+    from_batches = LocalRidge(cfg).double().fit(batches, batch_size=3, backend=backend)
     for other in (streamed, from_items, from_batches):
         torch.testing.assert_close(other.weight, one_shot.weight, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(other.bias, one_shot.bias, rtol=1e-12, atol=1e-12)
         assert int(other.n_fitted) == len(x)
 
 
+@pytest.mark.parametrize("r", [3, 5])
 @pytest.mark.parametrize("cross_channel", [False, True])
-def test_tiled_gram_equals_direct_sums(cross_channel):
-    """Whatever the tile size and memory band, every pixel's Gram matrix and right-hand side
-    equal the direct sums over samples of a a^T and a y (a = [patch, 1])."""
+def test_tiled_gram_equals_direct_sums(cross_channel, r):
+    """Whatever the tile size and memory band (torch) and with the correlation images (numba),
+    every pixel's Gram matrix and right-hand side equal the direct sums over samples of a a^T
+    and a y (a = [patch, 1])."""
     x, y = random_pairs(n=6, s=10, seed=4)
-    cfg = RidgeConfig(size=10, cross_channel=cross_channel, padding="replicate")
-    patches = ref_patches(x.numpy(), 3, "replicate")                     # (N, C, 9, P)
+    cfg = RidgeConfig(r=r, size=10, cross_channel=cross_channel, padding="replicate")
+    patches = ref_patches(x.numpy(), r, "replicate")                     # (N, C, r*r, P)
     n, c = 6, 3
     if cross_channel:
-        a = patches.reshape(n, 1, c * 9, -1)                                # (N, G=1, D, P)
+        a = patches.reshape(n, 1, c * r * r, -1)                            # (N, G=1, D, P)
         t = y.numpy().reshape(n, 1, c, -1)                                  # (N, G, T=C, P)
     else:
         a, t = patches, y.numpy().reshape(n, c, 1, -1)
     a = np.concatenate([a, np.ones((n, a.shape[1], 1, a.shape[-1]))], 2)
     gram_ref = np.einsum("ngkp,nglp->gpkl", a, a).reshape(-1, a.shape[2], a.shape[2])
     rhs_ref = np.einsum("ngkp,ngop->gpko", a, t).reshape(-1, a.shape[2], t.shape[2])
-    for tile, band in [(1, 1), (3, 1), (4, 2**30), (16, 2**30)]:
-        acc = RidgeAccumulator(cfg, tile=tile, band_bytes=band)
+    accumulators = [RidgeAccumulator(cfg, tile=tile, band_bytes=band, backend="torch")
+                    for tile, band in [(1, 1), (3, 1), (4, 2**30), (16, 2**30)]]
+    accumulators.append(RidgeAccumulator(cfg, backend="numba"))
+    for acc in accumulators:
         acc.update(x[:2], y[:2])
         acc.update(x[2:], y[2:])
         gram, rhs = acc.gram_rhs()
@@ -243,10 +255,10 @@ def test_large_lambda_drives_weights_to_zero():
     assert norms[-1] < 1e-6 * norms[0]
 
 
-def test_lambda_zero_equals_least_squares():
+def test_lambda_zero_equals_least_squares(backend):
     x, y = random_pairs(n=40, s=4, seed=7)
     cfg = RidgeConfig(r=1, size=4, lam=0.0, cross_channel=True)   # r=1: no padding taps
-    model = LocalRidge(cfg).double().fit((x, y))
+    model = LocalRidge(cfg).double().fit((x, y), backend=backend)
     patches = ref_patches(x.numpy(), 1, "zeros")
     for c in range(3):
         for p in range(16):
@@ -256,18 +268,18 @@ def test_lambda_zero_equals_least_squares():
             np.testing.assert_allclose(ours, sol, rtol=1e-8, atol=1e-9)
 
 
-def test_lambda_zero_with_border_padding_is_refused():
+def test_lambda_zero_with_border_padding_is_refused(backend):
     """r > 1 border pixels see zero or repeated taps: singular without the ridge term."""
     x, y = random_pairs(n=40, s=6, seed=7)
     for padding in ("zeros", "replicate"):
         with pytest.raises(ConfigError, match="border pixels"):
-            LocalRidge(RidgeConfig(size=6, lam=0.0, padding=padding)).fit((x, y))
+            LocalRidge(RidgeConfig(size=6, lam=0.0, padding=padding)).fit((x, y), backend=backend)
 
 
-def test_not_positive_definite_is_a_one_line_error_naming_lambda_and_n():
+def test_not_positive_definite_is_a_one_line_error_naming_lambda_and_n(backend):
     x, y = random_pairs(n=5, s=6)
     with pytest.raises(ConfigError) as err:
-        LocalRidge(RidgeConfig(size=6, lam=0.0)).fit((x, y))
+        LocalRidge(RidgeConfig(size=6, lam=0.0)).fit((x, y), backend=backend)
     msg = str(err.value)
     assert "lambda=0" in msg and "N=5" in msg and "\n" not in msg
 
@@ -391,12 +403,80 @@ def test_fit_and_forward_on_cuda_match_cpu():
     torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-5, atol=1e-5)
 
 
-def test_lambda_path_from_one_accumulation_equals_separate_fits():
+def test_lambda_path_from_one_accumulation_equals_separate_fits(backend):
     x, y = random_pairs(n=15, s=6, seed=10)
-    acc = RidgeAccumulator(RidgeConfig(size=6))
+    acc = RidgeAccumulator(RidgeConfig(size=6), backend=backend)
     acc.update(x, y)
     for lam in (0.05, 0.4, 3.0):
         path = LocalRidge.from_accumulator(acc, lam=lam)
         fit = LocalRidge(RidgeConfig(size=6, lam=lam)).double().fit((x, y))
         assert path.config.lam == lam
         torch.testing.assert_close(path.weight.double(), fit.weight, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cross_channel", [False, True])
+def test_backends_agree_on_float32_face_pairs(embedded_pairs, cross_channel):
+    """The real use: 8-bit faces as float32, N not a multiple of the batch or of 4."""
+    x, y = (t.float()[:37] for t in embedded_pairs)
+    cfg = RidgeConfig(cross_channel=cross_channel)
+    fused = LocalRidge(cfg).double().fit((x, y), batch_size=10, backend="numba")
+    tiled = LocalRidge(cfg).double().fit((x, y), batch_size=16, backend="torch")
+    torch.testing.assert_close(fused.weight, tiled.weight, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(fused.bias, tiled.bias, rtol=1e-9, atol=1e-11)
+
+
+def test_mixed_float32_inputs_and_float64_targets_equal_a_float64_fit(backend):
+    x, y = random_pairs(n=9, s=6, seed=11)
+    cfg = RidgeConfig(size=6)
+    mixed = LocalRidge(cfg).double().fit((x.float(), y), backend=backend)
+    wide = LocalRidge(cfg).double().fit((x.float().double(), y), backend=backend)
+    torch.testing.assert_close(mixed.weight, wide.weight, rtol=1e-12, atol=1e-12)
+
+
+def test_backend_choice_and_its_errors():
+    from reggan_core import ridge_kernels
+    from reggan_core.regression import resolve_backend
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("auto", cpu) == ("numba" if ridge_kernels.available() else "torch")
+    assert resolve_backend("auto", cuda) == "torch"
+    assert resolve_backend("torch", cpu) == "torch"
+    with pytest.raises(ConfigError, match="backend='numba' runs on the CPU"):
+        resolve_backend("numba", cuda)
+    with pytest.raises(ConfigError, match="unknown; use one of"):
+        LocalRidge(RidgeConfig(size=6)).fit(random_pairs(n=4, s=6), backend="lapack")
+
+
+def test_fits_from_two_threads_at_once_are_both_right():
+    """The explorer fits layers while a worker thread runs; concurrent fits must not interfere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, y = random_pairs(n=12, s=8, seed=12)
+    cfg = RidgeConfig(size=8)
+    alone = LocalRidge(cfg).double().fit((x, y))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fits = list(pool.map(lambda _: LocalRidge(cfg).double().fit((x, y), batch_size=3), range(4)))
+    for other in fits:
+        torch.testing.assert_close(other.weight, alone.weight, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["default", "omp", "workqueue"])
+def test_a_fit_leaves_torchs_thread_count_alone(layer):
+    """Found in training: numba's OpenMP pool reset torch.set_num_threads(1) to 2 on its first
+    launch, and runs stopped being reproducible. Fresh process: the first launch is the one."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom reggan_core.regression import LocalRidge, RidgeConfig\n"
+            "torch.set_num_threads(1)\n"
+            "LocalRidge(RidgeConfig(size=8)).fit((torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)), backend='auto')\n"
+            "print(torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")}
+    if layer != "default":
+        env["NUMBA_THREADING_LAYER"] = layer
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    if layer == "omp" and "threading layer" in out.stderr:
+        pytest.skip("numba's OpenMP layer is not available on this machine")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "1"
