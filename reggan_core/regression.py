@@ -152,18 +152,18 @@ class RidgeAccumulator:
       share the products of neighbouring pixels (see :mod:`reggan_core.ridge_kernels`);
     * ``"torch"`` (any device; the default off the CPU or without numba): the tiled GEMM below.
 
-    How the torch backend works (tiled GEMM). Computing ``sum_n a_n a_n^T`` pixel by pixel is
-    a batch of tiny (D+1) x N x (D+1) products that run far below the machine's matmul rate.
-    Instead the image is cut into ``tile x tile`` blocks; for each block we stack, per sample, the values of its
-    ``(tile + r - 1)^2`` halo (every input any of its pixels reads), a 1, and its targets into a
-    vector z_n, and accumulate ``T = sum_n z_n [halo_n, 1]^T`` with one batched matmul (N is
-    the inner dimension, so the products are big enough to run near the matmul rate). Every
-    pixel's Gram matrix and right-hand side are sub-blocks of its tile's T, gathered once in
-    :meth:`gram_rhs`; for r = 3 and 4 x 4 tiles this costs about 1.1x the flops of the direct
-    per-pixel sums. Tile rows are processed in bands of about ``band_bytes`` of z, which bounds
-    memory. Small bands (4 MB, the default on one thread) keep z in cache; but every band is a
-    few parallel regions, and on a busy multi-core machine many regions cost more than the
-    cache saves, so with several threads the default is 64 MB.
+    How the torch backend works (tiled GEMM). Computing ``sum_n a_n a_n^T`` pixel by pixel is a
+    batch of tiny (D+1) x N x (D+1) products that run far below the machine's matmul rate.
+    Instead the image is cut into ``tile x tile`` blocks; for each block we stack, per sample,
+    the values of its ``(tile + r - 1)^2`` halo (every input any of its pixels reads), a 1, and
+    its targets into a vector z_n, and accumulate ``T = sum_n z_n [halo_n, 1]^T`` with one
+    batched matmul (N is the inner dimension, so the products are big enough to run near the
+    matmul rate). Every pixel's Gram matrix and right-hand side are sub-blocks of its tile's T,
+    gathered once in :meth:`gram_rhs`; for r = 3 and 4 x 4 tiles this costs about 1.1x the flops
+    of the direct per-pixel sums. Tile rows are processed in bands of about ``band_bytes`` of z,
+    which bounds memory. Small bands (4 MB, the default on one thread) keep z in cache; but
+    every band is a few parallel regions, and on a busy multi-core machine many regions cost
+    more than the cache saves, so with several threads the default is 64 MB.
 
     Groups: per-channel mode has C groups (one per channel) with one target each;
     cross-channel mode has one group whose design holds all C channels and C targets.

@@ -4,7 +4,7 @@ Why a second backend. The Gram matrix of pixel i, ``G_i[k, l] = sum_n x_n[i+k] x
 depends on products of pixels at most ``r - 1`` apart, and neighbouring pixels share them:
 ``G_i[k, l] = C_{l-k}[i+k]`` with the *correlation images* ``C_d[p] = sum_n x_n[p] x_n[p+d]``.
 For r = 3 a pixel needs 13 such images (half of the 5 x 5 offsets, the rest by symmetry),
-9 target correlations and 2 sums: 24 multiply-adds per pixel and sample, where forming every
+9 target correlations and 2 plain sums: 24 multiply-adds per pixel and sample, where forming every
 pixel's Gram matrix and right-hand side separately costs 2 (D+1)^2 + 2 (D+1) = 220 flops.
 Those products are not one big matrix product, so plain torch would run them as memory-bound
 elementwise passes; here they are one fused loop that keeps each image row's accumulators in
@@ -38,6 +38,7 @@ try:  # numba is a dependency, but the torch backend keeps working without it
     from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
+
 
 def available() -> bool:
     """True when numba imports (the ``"numba"`` backend can run)."""
@@ -192,7 +193,8 @@ if numba is not None:
                     for i in range(span):
                         acc[i] += u0[i] * v0[i] + u1[i] * v1[i] + u2[i] * v2[i] + u3[i] * v3[i]
                 for c in range(c_):
-                    u0, u1, u2, u3 = xs[0, c, m:m + span], xs[1, c, m:m + span], xs[2, c, m:m + span], xs[3, c, m:m + span]
+                    u0, u1 = xs[0, c, m:m + span], xs[1, c, m:m + span]
+                    u2, u3 = xs[2, c, m:m + span], xs[3, c, m:m + span]
                     acc = first[c, f0:f0 + span]
                     for i in range(span):
                         acc[i] += u0[i] + u1[i] + u2[i] + u3[i]
