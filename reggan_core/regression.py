@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -109,21 +108,6 @@ def _check_images(x: Tensor, config: RidgeConfig, what: str) -> None:
 
 
 BACKENDS = ("auto", "numba", "torch")
-
-
-@contextmanager
-def _keep_torch_threads() -> Iterator[None]:
-    """Restore torch's thread count after a numba kernel.
-
-    numba's OpenMP threading layer shares torch's OpenMP runtime, and its first launch set the
-    count to the number of cores: ``torch.set_num_threads(1)`` silently became 2 and training
-    runs stopped being reproducible (found by the resume-after-kill test)."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -215,8 +199,7 @@ class RidgeAccumulator:
             # one float dtype for both (float64 if either is); products are summed in float64
             work = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
             as_np = lambda t: t.detach().to("cpu", work).contiguous().numpy()  # noqa: E731
-            with _keep_torch_threads():
-                self._sums.update(as_np(x), as_np(y), replicate=cfg.padding == "replicate")
+            self._sums.update(as_np(x), as_np(y), replicate=cfg.padding == "replicate")
             self.n += b
             return
         x, y = x.to(self.device), y.to(self.device)
@@ -286,8 +269,7 @@ class RidgeAccumulator:
         y // tile at offset y % tile; the same for x).
         """
         if self._sums is not None:
-            with _keep_torch_threads():
-                gram, rhs = self._sums.gram_rhs()
+            gram, rhs = self._sums.gram_rhs()
             d1 = self.config.taps + 1
             return torch.from_numpy(gram).view(-1, d1, d1), torch.from_numpy(rhs).view(-1, d1, rhs.shape[-1])
         cfg, t, g, s = self.config, self.tile, self.groups, self.config.size
@@ -318,8 +300,7 @@ class RidgeAccumulator:
         if self.n == 0:
             raise ConfigError("LocalRidge.fit got no training pairs; pass (X, Y) with at least one pair")
         if self._sums is not None:
-            with _keep_torch_threads():
-                weight, bias, bad = self._sums.solve(cfg.lam, cfg.regularize_bias)
+            weight, bias, bad = self._sums.solve(cfg.lam, cfg.regularize_bias)
             self._check_positive_definite(torch.from_numpy(bad).view(-1), cfg)
             return torch.from_numpy(weight), torch.from_numpy(bias)
         self._buffers.clear()                                   # batch work buffers are done

@@ -46,11 +46,29 @@ def available() -> bool:
 
 
 BAND_ROWS = 5   # padded rows per parallel task of the accumulation (130 rows: 26 tasks)
-# numba's "workqueue" threading layer (its fallback where neither OpenMP nor TBB is found) aborts
-# when two Python threads launch parallel kernels at once; fits are serialised, which costs
-# nothing in practice. (With OpenMP, numba and torch share one runtime, so a kernel launch can
-# change torch's thread count: the caller restores it, see regression._keep_torch_threads.)
 _LAUNCH = threading.Lock()
+
+
+def _launch(kernel, threads: int, *args) -> None:
+    """Run a parallel kernel on ``threads`` threads, one launch at a time, leaving torch as it was.
+
+    numba's "workqueue" threading layer (its fallback where neither OpenMP nor TBB is found)
+    aborts when two Python threads launch at once, so launches are serialised (costs nothing in
+    practice). numba's OpenMP layer shares torch's OpenMP runtime, and its first launch set the
+    thread count to the number of cores: ``torch.set_num_threads(1)`` silently became 2 and
+    training runs stopped being reproducible (found by the resume-after-kill test), so torch's
+    count is restored after every launch.
+    """
+    import torch
+
+    with _LAUNCH:
+        torch_threads = torch.get_num_threads()
+        try:
+            numba.set_num_threads(threads)
+            kernel(*args)
+        finally:
+            if torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
 
 
 @dataclass(frozen=True)
@@ -357,10 +375,8 @@ class NumbaSums:
 
         ``replicate``: pad with the edge pixel (else with zeros)."""
         tb = self.tab
-        with _LAUNCH:
-            numba.set_num_threads(self.threads)
-            _accumulate(x, y, bool(replicate), self.r, BAND_ROWS, tb.ent, tb.tap_c, tb.tap_dy, tb.tap_dx, tb.oc,
-                        self.corr, self.first, self.rhs, self.ysum)
+        _launch(_accumulate, self.threads, x, y, bool(replicate), self.r, BAND_ROWS, tb.ent, tb.tap_c,
+                tb.tap_dy, tb.tap_dx, tb.oc, self.corr, self.first, self.rhs, self.ysum)
         self.n += x.shape[0]
 
     def _args(self) -> tuple:
@@ -372,9 +388,8 @@ class NumbaSums:
         groups, d = tb.tap_c.shape
         gram = np.empty((groups, s, s, d + 1, d + 1))
         rhs = np.empty((groups, s, s, d + 1, tb.oc.shape[1]))
-        with _LAUNCH:
-            numba.set_num_threads(self.threads)
-            _gram(*self._args(), tb.tab_j, tb.tab_base, tb.tap_c, tb.tap_dy, tb.tap_dx, tb.oc, gram, rhs)
+        _launch(_gram, self.threads, *self._args(), tb.tab_j, tb.tab_base, tb.tap_c, tb.tap_dy, tb.tap_dx, tb.oc,
+                gram, rhs)
         return gram, rhs
 
     def solve(self, lam: float, regularize_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -384,9 +399,7 @@ class NumbaSums:
         weight = np.empty((self.channels, s, s, d))
         bias = np.empty((self.channels, s, s))
         bad = np.zeros((groups, s, s), dtype=np.bool_)
-        with _LAUNCH:
-            numba.set_num_threads(self.threads)
-            _solve(*self._args(), float(lam), float(lam) if regularize_bias else 0.0,
-                   tb.tab_j, tb.tab_base, tb.tap_c, tb.tap_dy, tb.tap_dx, tb.oc,
-                   weight, bias, bad, float(np.finfo(np.float64).eps))
+        _launch(_solve, self.threads, *self._args(), float(lam), float(lam) if regularize_bias else 0.0,
+                tb.tab_j, tb.tab_base, tb.tap_c, tb.tap_dy, tb.tap_dx, tb.oc,
+                weight, bias, bad, float(np.finfo(np.float64).eps))
         return weight, bias, bad
