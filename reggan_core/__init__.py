@@ -1,7 +1,9 @@
 """reggan_core: the package behind the RegGAN tutorial notebooks.
 
-RegGAN (Akram, Khan & Mahmood, MTAP 2026) = a local ridge regression layer followed by an
-adversarially trained refinement network, for neutral -> expression synthesis.
+RegGAN (Arbish Akram, Nazar Khan, Arif Mahmood, "Improving Generative Adversarial Network
+Generalization for Facial Expression Synthesis", MTAP 2026, arXiv:2603.15648) = a local ridge
+regression layer followed by an adversarially trained refinement network, for neutral ->
+expression synthesis.
 
 Sub-packages not imported here (they pull heavier dependencies): ``reggan_core.metrics``
 (ECS, FSS, QualiCLIP, FID/KID), ``reggan_core.human_study`` and ``reggan_core.widgets``.
@@ -12,7 +14,7 @@ from .data import (ConditionalFaces, FaceIndex, PairedFaces, index_dataset, load
                    make_splits, read_splits, subjects_in, write_splits)
 from .errors import ConfigError, DataError, NoFaceError, RegGANError
 from .imageio import load_image, save_image, to_tensor, to_uint8
-from .model import RegGAN, load_generator, save_generator
+from .model import RegGAN, check_no_leakage, load_generator, save_generator
 from .regression import LocalRidge, RidgeConfig
 from .utils import get_device, seed_everything
 

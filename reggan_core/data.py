@@ -28,6 +28,22 @@ from .imageio import IMAGE_EXTENSIONS, load_image, save_image, to_tensor, write_
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "datasets" / "embedded"
 SPLITS = ("train", "val", "test")
+# dataset v2 also has the performers' own frames and an out-of-distribution gallery (never trained on)
+EXTRA_SPLITS = ("real_pairs", "ood")
+DATASETS = {"v1": "embedded", "embedded": "embedded", "v2": "v2"}
+
+
+def dataset_root(name: str = "v1") -> Path:
+    """Folder of a named dataset: 'v1' (= 'embedded', committed) or 'v2' (built by ``make dataset-v2``).
+
+    ``$REGGAN_DATASET_V2`` overrides where v2 lives. A path that is not a known name is returned as is.
+    """
+    key = str(name).lower()
+    if key not in DATASETS:
+        return Path(name)
+    if key == "v2" and os.environ.get("REGGAN_DATASET_V2"):
+        return Path(os.environ["REGGAN_DATASET_V2"])
+    return DEFAULT_ROOT.parent / DATASETS[key]
 
 
 @dataclass
@@ -56,11 +72,14 @@ class FaceIndex:
 
 
 def index_dataset(root: str | os.PathLike | None = None, strict: bool = True) -> FaceIndex:
-    """Scan ``root`` laid out as ``<subject>/<category>.<ext>``.
+    """Scan ``root`` laid out as ``<subject>/<category>.<ext>`` (or a dataset name: 'v1', 'v2').
 
-    Unknown category file names raise (listing the valid ones) when ``strict``; subjects
-    without a neutral image are skipped and named in one warning.
+    Unknown category file names raise (listing the valid ones) when ``strict``; so do two
+    files for one category in a subject (``happy.jpg``, ``HA.png``) and unreadable folders.
+    Subjects without a neutral image are skipped and named in one warning.
     """
+    if isinstance(root, str) and root.lower() in DATASETS and not Path(root).is_dir():
+        root = dataset_root(root)  # a dataset name: index_dataset("v2")
     root = Path(root) if root is not None else DEFAULT_ROOT
     if not root.is_dir():
         raise DataError(
@@ -68,9 +87,10 @@ def index_dataset(root: str | os.PathLike | None = None, strict: bool = True) ->
             "subject (see README: 'Using your CFEE copy'), or omit it for the embedded dataset"
         )
     images: dict[str, dict[str, Path]] = {}
-    for subj_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for subj_dir in sorted(p for p in _listdir(root) if p.is_dir() and not p.name.startswith(".")):
         cats: dict[str, Path] = {}
-        for f in sorted(subj_dir.iterdir()):
+        found: dict[str, list[Path]] = {}
+        for f in sorted(_listdir(subj_dir)):
             if f.suffix.lower() not in IMAGE_EXTENSIONS or f.name.startswith("."):
                 continue
             try:
@@ -83,6 +103,13 @@ def index_dataset(root: str | os.PathLike | None = None, strict: bool = True) ->
                     ) from None
                 continue
             cats[cat.name] = f
+            found.setdefault(cat.name, []).append(f)
+        dups = {c: fs for c, fs in found.items() if len(fs) > 1}
+        if dups:
+            c, fs = next(iter(dups.items()))
+            raise DataError(f"subject {subj_dir} has {len(fs)} files for category {c} "
+                            f"({', '.join(f.name for f in fs)}); keep one"
+                            + (f" (and {len(dups) - 1} more such categories)" if len(dups) > 1 else ""))
         if cats:
             images[subj_dir.name] = cats
     if not images:
@@ -103,6 +130,15 @@ def index_dataset(root: str | os.PathLike | None = None, strict: bool = True) ->
     return FaceIndex(root=root, images=images, skipped=skipped)
 
 
+def _listdir(folder: Path) -> list[Path]:
+    """Entries of a folder; an unreadable one is one line naming it."""
+    try:
+        return list(folder.iterdir())
+    except PermissionError:
+        raise DataError(f"folder {folder} is not readable (permission); fix its permissions (chmod +rx) "
+                        "or move it out of the dataset") from None
+
+
 def make_splits(subjects: Sequence[str], seed: int = 0,
                 fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
     """Subject-disjoint split: subject -> 'train' | 'val' | 'test', reproducible from ``seed``."""
@@ -120,14 +156,25 @@ def make_splits(subjects: Sequence[str], seed: int = 0,
     return {subjects[i]: labels[k] for k, i in enumerate(order)}
 
 
-def write_splits(splits: dict[str, str], path: str | os.PathLike) -> Path:
-    """Write ``subject,split`` rows (sorted) atomically."""
+def write_splits(splits: dict[str, str], path: str | os.PathLike, sources: dict[str, str] | None = None,
+                 seed: int | None = None) -> Path:
+    """Write ``subject,split`` rows (sorted) atomically.
+
+    Optional columns (readers that know only ``subject,split`` ignore them): ``source``, the source
+    person(s) a subject is made from (dataset v2), and ``seed``, the seed the split was drawn with.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["subject", "split"])
+    w.writerow(["subject", "split"] + (["source"] if sources else []) + (["seed"] if seed is not None else []))
     for s in sorted(splits):
-        w.writerow([s, splits[s]])
+        w.writerow([s, splits[s]] + ([sources.get(s, "")] if sources else []) + ([seed] if seed is not None else []))
     return write_text(buf.getvalue(), path)
+
+
+def read_sources(path: str | os.PathLike) -> dict[str, str]:
+    """subject -> source person(s) from a splits CSV with a ``source`` column ({} without one)."""
+    with open(path, newline="") as fh:
+        return {r["subject"]: r["source"] for r in csv.DictReader(fh) if r.get("source")}
 
 
 def read_splits(path: str | os.PathLike) -> dict[str, str]:
@@ -137,9 +184,10 @@ def read_splits(path: str | os.PathLike) -> dict[str, str]:
         raise DataError(f"splits file {path} does not exist; create it with load_splits(..., create=True)")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    bad = [r for r in rows if r.get("split") not in SPLITS]
+    bad = [r for r in rows if r.get("split") not in SPLITS + EXTRA_SPLITS]
     if not rows or bad:
-        raise DataError(f"splits file {path} is malformed; expected columns subject,split with split in {SPLITS}")
+        raise DataError(f"splits file {path} is malformed; expected columns subject,split with split in "
+                        f"{SPLITS + EXTRA_SPLITS}")
     return {r["subject"]: r["split"] for r in rows}
 
 
@@ -147,17 +195,24 @@ def load_splits(index: FaceIndex, path: str | os.PathLike | None = None, seed: i
                 create: bool = True) -> dict[str, str]:
     """Splits for ``index`` from ``path`` (default ``<root>/splits.csv``), made once if missing.
 
-    Subjects in the index but not in the file (added later) go to 'train' with a warning.
+    Subjects in the index but not in the file (added later) go to 'train' with a warning. When the
+    file records the seed it was drawn with and ``seed`` differs, a warning says the file wins
+    (delete it to redraw).
     """
     path = Path(path) if path is not None else index.root / "splits.csv"
     if path.is_file():
         splits = read_splits(path)
+        with open(path, newline="") as fh:
+            seeds = {r.get("seed") for r in csv.DictReader(fh)} - {None, ""}
+        if seeds and str(seed) not in seeds:
+            warnings.warn(f"{path} was drawn with seed {', '.join(sorted(seeds))}; seed {seed} is ignored "
+                          "while the file exists (delete it to draw a new split)", stacklevel=2)
     elif create:
         splits = make_splits(index.subjects, seed)
         try:
-            write_splits(splits, path)
+            write_splits(splits, path, seed=seed)
         except OSError:  # read-only dataset: fall back to the cache folder
-            write_splits(splits, default_cache_dir() / f"splits-{_digest(str(index.root))}.csv")
+            write_splits(splits, default_cache_dir() / f"splits-{_digest(str(index.root))}.csv", seed=seed)
     else:
         raise DataError(f"splits file {path} does not exist")
     missing = [s for s in index.subjects if s not in splits]
@@ -169,8 +224,8 @@ def load_splits(index: FaceIndex, path: str | os.PathLike | None = None, seed: i
 
 def subjects_in(splits: dict[str, str], split: str) -> list[str]:
     """Subjects of one split."""
-    if split not in SPLITS and split != "all":
-        raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}, all")
+    if split not in SPLITS + EXTRA_SPLITS and split != "all":
+        raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS + EXTRA_SPLITS)}, all")
     return sorted(s for s, v in splits.items() if split == "all" or v == split)
 
 

@@ -8,6 +8,8 @@ or face-less images are refused with one line naming the file), aligned to the m
 canonical crop (or, with ``--no-align``, centre-cropped and resized - for faces that are
 aligned already), translated, and written atomically as ``<out>/<stem>_<target>.png``.
 A bad image does not stop the others; the exit code is 1 when any image was skipped.
+Refused before anything is read (exit 2): two inputs that would write the same output
+(``face.jpg`` and ``face.png``), ``--out`` naming an existing file, a negative strength.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Sequence
 
 from .errors import DataError, RegGANError
 from .faces import align_face, resize_crop
-from .imageio import list_images, load_image, save_image
+from .imageio import IMAGE_EXTENSIONS, list_images, load_image, save_image
 from .model import RegGAN, load_generator
 from .utils import get_device
 
@@ -37,14 +39,24 @@ def generate(model: RegGAN | str | os.PathLike, inputs: str | os.PathLike, targe
     Returns (written files, [(refused file, one-line reason)]). The model and the target
     are checked before anything is read or written.
     """
+    check_strength(strength)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is an existing file, not a folder; pass a folder for the outputs")
     if not isinstance(model, RegGAN):
         model = load_generator(model)
     name = model.targets[model.label(target)]  # unknown target -> ConfigError listing the model's targets
     files = list_images(inputs)
     if not files:
-        raise DataError(f"no images in {inputs}; supported: .png .jpg .jpeg .bmp .tif .tiff .ppm .webp")
+        raise DataError(f"no images in {inputs}; supported: {' '.join(IMAGE_EXTENSIONS)}")
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path)
+    clash = next((fs for fs in by_stem.values() if len(fs) > 1), None)
+    if clash:
+        raise DataError(f"inputs {', '.join(str(f) for f in clash)} would all write {clash[0].stem}_{name}.png; "
+                        "rename or remove all but one")
     size = model.size or 128
-    out_dir = Path(out_dir)
     written: list[Path] = []
     failed: list[tuple[Path, str]] = []
     for path in files:
@@ -60,6 +72,18 @@ def generate(model: RegGAN | str | os.PathLike, inputs: str | os.PathLike, targe
         if save_regression:
             written.append(save_image(out["regression"], out_dir / f"{path.stem}_{name}_regression.png"))
     return written, failed
+
+
+def check_strength(strength: float) -> float:
+    """Refuse a negative or non-finite strength (0 = the input, 1 = full translation, > 1 exaggerates)."""
+    import math
+
+    if not math.isfinite(strength) or strength < 0:
+        why = "is not a finite number" if not math.isfinite(strength) else \
+            "is negative, which would push the face away from the target expression"
+        raise DataError(f"--strength {strength:g} {why}; use 0 (the input) to 1 (full translation), "
+                        "above 1 exaggerates")
+    return strength
 
 
 def main(argv: Sequence[str] | None = None) -> int:

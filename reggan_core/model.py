@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from .categories import Category, get_category
 from .config import RefinerConfig, from_dict
-from .errors import ConfigError
+from .errors import ConfigError, RegGANError
 from .imageio import atomic_path, to_tensor, to_uint8
 from .networks import build_discriminator, build_generator
 from .regression import LocalRidge, RidgeConfig
@@ -57,6 +58,7 @@ class RegGAN(nn.Module):
             raise ConfigError(f"source {self.source!r} cannot also be a target")
         self.conditional = conditional
         self.refiner_config, self.ridge_config = refiner, ridge
+        self.train_subjects: list[str] | None = None  # set by load_generator / train (leakage checks)
         self.ridges = nn.ModuleDict({t: LocalRidge(ridge) for t in self.targets}) if ridge is not None else None
         kwargs: dict[str, Any] = dict(n_labels=len(self.targets) if conditional else 0, ngf=refiner.ngf,
                                       norm=refiner.norm, skip=refiner.skip)
@@ -206,6 +208,8 @@ def save_generator(model: RegGAN, path: str | os.PathLike, dtype: str = "float16
                for k, v in model.refiner.state_dict().items()}
     state: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "spec": model.spec(),
                              "refiner": refiner, "extra": extra or {}}
+    if "train_subjects" not in state["extra"] and getattr(model, "train_subjects", None) is not None:
+        state["extra"] = {**state["extra"], "train_subjects": list(model.train_subjects)}
     if model.ridges is not None:
         state["ridges"] = pack_ridges(model) if pack else {
             k: v.detach().cpu() for k, v in model.ridges.state_dict().items()}
@@ -216,7 +220,11 @@ def save_generator(model: RegGAN, path: str | os.PathLike, dtype: str = "float16
 
 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RegGAN:
-    """A RegGAN from :func:`save_generator` output or a full training checkpoint, in eval mode."""
+    """A RegGAN from :func:`save_generator` output or a full training checkpoint, in eval mode.
+
+    Damaged content (a spec that does not match the weights, missing keys, an unknown target,
+    a truncated ridge payload) is one :class:`ConfigError` line naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist; train one (python -m reggan_core.train) "
@@ -231,6 +239,22 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
     if state.get("format", FORMAT_NAME) == FORMAT_NAME and state.get("version", FORMAT_VERSION) != FORMAT_VERSION:
         raise ConfigError(f"checkpoint {path} has format version {state.get('version')}; this code reads "
                           f"{FORMAT_VERSION}: re-export it")
+    try:
+        model = _build_from_state(state)
+    except RegGANError as exc:
+        raise ConfigError(f"checkpoint {path} is damaged: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError, lzma.LZMAError) as exc:
+        detail = f"missing entry {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"checkpoint {path} is damaged ({exc.__class__.__name__}: {detail[:160]}); "
+                          "re-export it or train again") from None
+    model.train_subjects = recorded_subjects(state)
+    return model.to(map_location).eval()
+
+
+def _build_from_state(state: dict[str, Any]) -> RegGAN:
+    """The model a loaded checkpoint dict describes, holding its weights (errors handled by the caller)."""
+    if not isinstance(state["spec"], dict):
+        raise ConfigError(f"its model spec is a {type(state['spec']).__name__}, not a mapping")
     model = RegGAN.from_spec(state["spec"])
     if "model" in state:  # full training checkpoint
         model.load_state_dict(state["model"])
@@ -240,7 +264,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
         ridges = state.get("ridges")
         if model.ridges is not None:
             if ridges is None:
-                raise ConfigError(f"checkpoint {path} lacks the ridge layers its spec needs; re-export it")
+                raise ConfigError("it lacks the ridge layers its spec needs; re-export it")
             if "codec" in ridges:
                 w = unpack_ridges(ridges)
                 with torch.no_grad():
@@ -249,5 +273,64 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
                         m.bias.copy_(w[k, ..., -1])
             else:
                 model.ridges.load_state_dict(ridges)
-    return model.to(map_location).eval()
+    return model
 
+
+
+# ------------------------------------------------------------ training subjects and leakage
+
+
+def recorded_subjects(state: dict[str, Any]) -> list[str] | None:
+    """The training subjects a checkpoint records, or None when it does not say.
+
+    Generator files keep them in ``extra["train_subjects"]`` (written by ``reggan_core.train``;
+    the shipped checkpoints have them), full training checkpoints in ``train_subjects``.
+    """
+    subjects = state.get("train_subjects")
+    if subjects is None and isinstance(state.get("extra"), dict):
+        subjects = state["extra"].get("train_subjects")
+    return [str(s) for s in subjects] if subjects is not None else None
+
+
+def training_subjects(model: "RegGAN | str | os.PathLike") -> list[str] | None:
+    """Training subjects of a loaded generator or a checkpoint file (None = not recorded)."""
+    if isinstance(model, nn.Module):
+        return getattr(model, "train_subjects", None)
+    path = Path(model)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"checkpoint {path} is not readable ({exc.__class__.__name__}); "
+                          "it is damaged or not a RegGAN file") from None
+    return recorded_subjects(state) if isinstance(state, dict) else None
+
+
+class LeakageWarning(UserWarning):
+    """Scored subjects overlap the subjects a model was trained on."""
+
+
+def check_no_leakage(model: "RegGAN | str | os.PathLike", subjects: Sequence[str], refuse: bool = False,
+                     what: str = "scored") -> list[str]:
+    """Warn (or with ``refuse=True`` raise ConfigError) when ``subjects`` include training subjects.
+
+    Returns the overlapping subjects (sorted; empty = clean). A model that does not record its
+    training subjects gets one warning saying the check could not be made. Call it wherever a
+    model is scored on dataset subjects (validation/test splits): a new ``splits.csv`` drawn with
+    another seed puts training subjects into the validation split, and scores on them are
+    optimistic (memorised faces), not generalisation.
+    """
+    train = training_subjects(model)
+    if train is None:
+        warnings.warn(f"the model does not record its training subjects: cannot check that the {what} "
+                      "subjects are held out; retrain with reggan_core.train, which records them",
+                      LeakageWarning, stacklevel=2)
+        return []
+    overlap = sorted(set(map(str, subjects)) & set(train))
+    if overlap:
+        msg = (f"LEAKAGE: {len(overlap)} of the {len(set(subjects))} {what} subjects were training subjects of "
+               f"this model: {', '.join(overlap)}; its scores on them are not held-out results (did splits.csv "
+               "change after training? restore it, or score only subjects_in(splits, 'val') minus these)")
+        if refuse:
+            raise ConfigError(msg)
+        warnings.warn(msg, LeakageWarning, stacklevel=2)
+    return overlap

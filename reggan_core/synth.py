@@ -398,8 +398,13 @@ def _mouth_interior(img: np.ndarray, lm: np.ndarray, teeth: np.ndarray, show_tee
     return _blend(img, out, mask)
 
 
-def apply_expression(identity: Identity, aus: dict[int, float], teeth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a neutral identity by the given AUs and draw what warping cannot make."""
+def apply_expression(identity: Identity, aus: dict[int, float], teeth: np.ndarray,
+                     mouth_interior: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a neutral identity by the given AUs and draw what warping cannot make.
+
+    ``mouth_interior=False`` leaves an already open mouth as it is (dataset v2 starts some
+    categories from a real, transferred open mouth and adds the remaining AUs on top).
+    """
     lm = identity.landmarks
     disp = sum((au_displacement(au, lm) * s for au, s in aus.items()), np.zeros_like(lm))
     target = lm + disp
@@ -409,7 +414,7 @@ def apply_expression(identity: Identity, aus: dict[int, float], teeth: np.ndarra
     img = tps_warp(identity.image, lm, target) if aus else identity.image.copy()
     iod = np.linalg.norm(lm[R_EYE].mean(0) - lm[L_EYE].mean(0))
     opening = target[[65, 66, 67], 1].mean() - target[[61, 62, 63], 1].mean()
-    if opening > 0.04 * iod:
+    if mouth_interior and opening > 0.04 * iod:
         lip_raise = aus.get(12, 0) + 0.5 * aus.get(10, 0) + 0.25 * aus.get(25, 0)
         img = _mouth_interior(img, target, teeth, show_teeth=float(np.clip(lip_raise, 0, 1)))
     if 4 in aus:  # vertical furrows between the brows

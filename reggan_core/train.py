@@ -21,13 +21,17 @@ import argparse
 import csv
 import io
 import logging
+import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,8 +53,18 @@ log = logging.getLogger(__name__)
 LOG_COLUMNS = ("step", "D_adv", "D_cls", "D_gp", "D_total", "G_adv", "G_l1", "G_idt", "G_cls", "G_total",
                "images_per_s", "max_mem_mb", "elapsed_s")
 # keys that may change when a run is resumed (everything else must match the saved config)
+# (out_dir too: the run folder is where the checkpoints are found, so a moved folder or a relative
+# path naming the same run resumes)
 RESUMABLE_CHANGES = ("iterations", "progress", "device", "num_threads", "amp", "log_every", "sample_every",
-                     "checkpoint_every", "keep_checkpoints", "note")
+                     "checkpoint_every", "keep_checkpoints", "note", "out_dir")
+
+
+class TrainingDiverged(RegGANError):
+    """Losses or weights became inf / NaN: the run stops, its last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the run stopped between two steps after saving a checkpoint (resume with --resume)."""
 
 
 # ------------------------------------------------------------ processes
@@ -307,7 +321,7 @@ class Trainer:
                 "config": config_dict(self.cfg), "model": self.model.state_dict(), "netD": self.netD.state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-                "rng": rng_state()}
+                "rng": rng_state(), "train_subjects": getattr(self.model, "train_subjects", None)}
 
     def load_state_dict(self, state: dict[str, Any]) -> int:
         self.model.load_state_dict(state["model"])
@@ -353,6 +367,57 @@ def save_checkpoint(trainer: Trainer, step: int, run_dir: Path) -> Path:
     for old in checkpoint_files(run_dir)[:-trainer.cfg.keep_checkpoints]:
         old.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of saves that were killed mid-way (``.<name>.*.tmp.pt``, tens of MB each)."""
+    stale = [p for folder in (run_dir, run_dir / "checkpoints") if folder.is_dir()
+             for p in folder.glob(".*.tmp.pt") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) of interrupted saves in %s", len(stale), run_dir)
+    return stale
+
+
+def weights_finite(trainer: Trainer) -> bool:
+    """True when every weight of G and D is finite (no checkpoint is written otherwise)."""
+    return all(bool(torch.isfinite(p).all()) for net in (trainer.model, trainer.netD) for p in net.parameters())
+
+
+@contextmanager
+def stop_on_interrupt(d: Dist) -> Iterator[dict[str, bool]]:
+    """While training: Ctrl-C (SIGINT) only asks the loop to stop after the current step.
+
+    The loop then saves a checkpoint and raises :class:`TrainingInterrupted`; a second Ctrl-C
+    interrupts at once. Installed in the main thread of a single process only (and not when
+    SIGINT is ignored); the previous handler is restored afterwards.
+    """
+    flag = {"stop": False}
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if d.world > 1 or previous is None or previous == signal.SIG_IGN:
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        log.info("Ctrl-C: stopping after this step and saving a checkpoint (press again to abort at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _diverged(step: int, what: str, run_dir: Path) -> TrainingDiverged:
+    ckpts = checkpoint_files(run_dir)
+    fix = "lower lr_g / lr_d (or the loss weights)"
+    todo = (f"the last good checkpoint {ckpts[-1]} is kept: {fix} and resume from it with --resume, or start again"
+            if ckpts else f"no checkpoint was written yet: {fix} and start again")
+    return TrainingDiverged(f"training diverged at step {step}: {what} not finite; {todo}")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -490,6 +555,7 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
     bank = FaceBank(index, sorted(set(train_subj) | set(val_subj)), [plan.source, *plan.targets], cfg.align, cfg.size)
     model = RegGAN(plan.targets, plan.source, cfg.conditional, cfg.refiner,
                    cfg.ridge if cfg.use_regression else None)
+    model.train_subjects = list(train_subj)  # recorded in every checkpoint (leakage checks)
     trainer = Trainer(cfg, model, device, d)
     start = 0
     if plan.resume_from is not None:
@@ -510,6 +576,7 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
     csv_log = None
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(run_dir)
         write_config(cfg, run_dir / "config.json")
         csv_log = CsvLog(run_dir / "log.csv", start if plan.resume_from is not None else None)
     sampler = Sampler(items, cfg.seed, cfg.flip)
@@ -519,33 +586,59 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
     step, last_logged = start, start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for step in bar:
-        chosen, flips = sampler.batch(step - 1, cfg.batch_size, d.rank, d.world)
-        trainer.set_input(bank.batch([(i.subject, i.source) for i in chosen]),
-                          bank.batch([(i.subject, i.target) for i in chosen]),
-                          torch.tensor([i.label for i in chosen]), flips)
-        losses = trainer.optimize_parameters(step)
-        if d.main and step % cfg.log_every == 0:
-            now = time.perf_counter()
-            row = dict(losses, step=step, elapsed_s=now - t0, max_mem_mb=peak_memory_mb(device),
-                       images_per_s=(step - last_logged) * cfg.batch_size * d.world / max(now - t_last, 1e-9))
-            csv_log.write(row)
-            bar.set_postfix(D=f"{losses['D_total']:.3f}", G=f"{losses.get('G_total', float('nan')):.3f}")
-            t_last, last_logged = now, step
-        if d.main and cfg.sample_every and step % cfg.sample_every == 0:
-            save_image(sample_grid(model, *val), run_dir / "samples" / f"step_{step:07d}.png")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.iterations:
-            if d.main:
-                save_checkpoint(trainer, step, run_dir)
-            _barrier(d)
+    with stop_on_interrupt(d) as interrupt:
+        for step in bar:
+            chosen, flips = sampler.batch(step - 1, cfg.batch_size, d.rank, d.world)
+            trainer.set_input(bank.batch([(i.subject, i.source) for i in chosen]),
+                              bank.batch([(i.subject, i.target) for i in chosen]),
+                              torch.tensor([i.label for i in chosen]), flips)
+            losses = trainer.optimize_parameters(step)
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            if _any_rank(bool(bad), d, device):
+                raise _diverged(step, ", ".join(bad) or "a loss on another process", run_dir)
+            if d.main and step % cfg.log_every == 0:
+                now = time.perf_counter()
+                row = dict(losses, step=step, elapsed_s=now - t0, max_mem_mb=peak_memory_mb(device),
+                           images_per_s=(step - last_logged) * cfg.batch_size * d.world / max(now - t_last, 1e-9))
+                csv_log.write(row)
+                bar.set_postfix(D=f"{losses['D_total']:.3f}", G=f"{losses.get('G_total', float('nan')):.3f}")
+                t_last, last_logged = now, step
+            if d.main and cfg.sample_every and step % cfg.sample_every == 0:
+                save_image(sample_grid(model, *val), run_dir / "samples" / f"step_{step:07d}.png")
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.iterations:
+                if d.main:
+                    if not weights_finite(trainer):
+                        raise _diverged(step, "the weights are", run_dir)
+                    save_checkpoint(trainer, step, run_dir)
+                _barrier(d)
+            if interrupt["stop"] and step < cfg.iterations:
+                saved = checkpoint_files(run_dir)
+                if not saved or saved[-1].name != f"step_{step:07d}.pt":
+                    if not weights_finite(trainer):
+                        raise _diverged(step, "the weights are", run_dir)
+                    saved = [save_checkpoint(trainer, step, run_dir)]
+                bar.close()
+                raise TrainingInterrupted(f"stopped at step {step} of {cfg.iterations}; checkpoint {saved[-1]} "
+                                          "saved; continue with --resume")
     bar.close()
     if d.main:
+        if not weights_finite(trainer):
+            raise _diverged(step, "the weights are", run_dir)
         save_checkpoint(trainer, step, run_dir)
         save_image(sample_grid(model, *val), run_dir / "samples" / f"step_{step:07d}.png")
         save_generator(model, run_dir / "generator.pt", cfg.export_dtype,
                        extra={"config": config_dict(cfg), "step": step, "train_subjects": list(train_subj)})
     _barrier(d)
     return run_dir
+
+
+def _any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
+    """True when ``flag`` is True on any process (so that all processes stop at the same step)."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -591,6 +684,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted before training started (or by a second Ctrl-C): nothing new saved; rerun, with "
+              "--resume if checkpoints exist", file=sys.stderr)
+        return 130
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

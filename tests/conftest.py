@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Fetched package archives and converted judge weights stay in the real cache across test runs
+# (reggan_core.assets); only the aligned-crop cache is made temporary below.
+os.environ.setdefault("REGGAN_ASSETS", os.environ.get("REGGAN_CACHE") or str(Path.home() / ".cache" / "reggan"))
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDED = REPO / "datasets" / "embedded"

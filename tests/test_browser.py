@@ -8,7 +8,8 @@ notebook in headless Chromium, runs all cells from the *Run* menu, picks another
 expression in the widget's menu and checks, on the pixels the browser rendered, that the
 output image changed; then uploads a bad file (one-line message) and a face photo (aligned
 and shown) through the browser's file chooser. A screenshot of the explorer goes to
-``figures/07_explorer_browser.png``.
+``outputs/figures/07_explorer_browser.png`` (git-ignored; ``reggan_core.paths.figures_dir``), so
+running the test leaves the working tree clean.
 
 Chromium is Debian's (``make browser-deps`` = ``apt-get install chromium``): Playwright's own
 browser download is not used. No Chromium means a failure with the fix, not a skip. Every wait
@@ -37,12 +38,13 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
+from reggan_core.paths import figures_dir, repo_path
 
 CHROMIUM = Path(os.environ.get("REGGAN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOTEBOOK = REPO / "notebooks" / "07_explorer.ipynb"
-SCREENSHOT = REPO / "figures" / "07_explorer_browser.png"
+SCREENSHOT_NAME = "07_explorer_browser.png"   # written to figures_dir(): outputs/figures unless REGGAN_FIGURES
 SERVER_START_S = 120     # JupyterLab up and answering
 PAGE_S = 120             # notebook open, kernel idle
 RUN_ALL_S = 300          # every cell executed (model load, first fits, metrics)
@@ -75,8 +77,11 @@ def prepare_notebook(folder: Path) -> Path:
                     value = ast.literal_eval(m.group(2))
                     if m.group(1) == "checkpoint" and os.environ.get("REGGAN_EXPLORER_CHECKPOINT"):
                         value = os.environ["REGGAN_EXPLORER_CHECKPOINT"]  # try another model
-                    path = folder / "figures" if m.group(1) == "figures_dir" else (NOTEBOOK.parent / value).resolve()
-                    line = f"{m.group(1)} = {str(path)!r}"
+                    if m.group(1) == "figures_dir":
+                        value = folder / "figures"
+                    elif value is not None:
+                        value = repo_path(value)   # the notebook's defaults are repository-relative
+                    line = f"{m.group(1)} = {str(value) if value is not None else None!r}"
                 lines.append(line)
             cell.source = "\n".join(lines)
     nb.metadata.pop("widgets", None)
@@ -244,8 +249,9 @@ def test_explorer_runs_and_reacts_in_chromium(tmp_path, astronaut):
             step = "screenshot"
             explorer = page.locator(".reggan-explorer")
             explorer.scroll_into_view_if_needed()
-            save_screenshot(explorer.screenshot(timeout=UPDATE_S * 1000), SCREENSHOT)
-            assert SCREENSHOT.is_file()
+            screenshot = figures_dir() / SCREENSHOT_NAME
+            save_screenshot(explorer.screenshot(timeout=UPDATE_S * 1000), screenshot)
+            assert screenshot.is_file()
 
             # uploads through the browser's file input: a bad file gets one line, a photo is aligned
             step = "upload a non-image"

@@ -305,3 +305,54 @@ def test_missing_expression22_weights_say_how_to_train(tmp_path):
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(MetricUnavailable, match="not a reggan-expression22-v1 checkpoint"):
         load_expression_classifier(bad)
+
+
+def test_judge_agreement_matches_sklearn_kappa_and_maps_label_spellings():
+    """FER2013's 'fear' and face-api's 'fearful' are one class; kappa is sklearn's on the mapped labels."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from reggan_core.metrics.ecs import basic_label, judge_agreement
+
+    fer_classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    api_classes = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+    assert [basic_label(c) for c in fer_classes] == ["angry", "disgusted", "fearful", "happy", "sad", "surprised",
+                                                     "neutral"]
+    assert [basic_label(c) for c in api_classes] == list(api_classes) and basic_label("awed") is None
+    rng = np.random.default_rng(3)
+    a_top = rng.integers(0, 7, 60)
+    b_names = [fer_classes[k] if rng.random() < 0.6 else fer_classes[rng.integers(0, 7)] for k in a_top]
+    pa = np.eye(7)[a_top] + rng.uniform(0, 0.1, (60, 7))
+    pb = np.eye(7)[[api_classes.index(basic_label(n)) for n in b_names]] + rng.uniform(0, 0.1, (60, 7))
+    got = judge_agreement(pa, fer_classes, pb, api_classes)
+    la = [basic_label(fer_classes[k]) for k in a_top]
+    lb = [basic_label(n) for n in b_names]
+    assert got["n"] == 60
+    assert got["agreement"] == pytest.approx(np.mean([x == y for x, y in zip(la, lb)]))
+    assert got["kappa"] == pytest.approx(cohen_kappa_score(la, lb))
+    # kappa by its definition: (p_o - p_e) / (1 - p_e), p_e from the two judges' label frequencies
+    labels = sorted(set(la) | set(lb))
+    p_e = sum(la.count(c) * lb.count(c) for c in labels) / 60 ** 2
+    assert got["kappa"] == pytest.approx((got["agreement"] - p_e) / (1 - p_e))
+    # a 22-class judge's compound predictions are left out of the comparison
+    cfee = ("neutral", "happy", "awed")
+    part = judge_agreement(np.eye(3)[[0, 1, 2]], cfee, np.eye(7)[[0, 1, 1]], api_classes)
+    assert part["n"] == 2 and part["agreement"] == 1.0
+
+
+def test_fss_uses_a_cosine_rule_for_embedders_without_a_distance_rule():
+    from reggan_core.metrics.fss import fss, get_embedder
+
+    class Fixed:
+        name, same_person_distance, same_person_cosine = "fixed", None, 0.5
+
+        def embed(self, images):
+            return np.array([[1.0, float(img[0, 0, 0])] for img in images]), np.ones(len(images), bool)
+
+    imgs = [np.full((8, 8, 3), v, np.uint8) for v in (0, 0, 1, 3)]
+    res = fss(imgs[:2], imgs[2:], embedder=Fixed())
+    cos = np.array([1 / np.sqrt(2), 1 / np.sqrt(10)])
+    np.testing.assert_allclose(res["cosine"], cos)
+    assert res["same_person_rate"] == pytest.approx(np.mean(cos >= 0.5)) and res["threshold"] is None
+    assert get_embedder(Fixed()).name == "fixed"
+    with pytest.raises(DataError, match="unknown FSS embedder"):
+        get_embedder("arcface")

@@ -1,9 +1,6 @@
 """FID and KID against scipy's sqrtm formula, closed forms and scikit-learn's kernel; feature caching."""
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -161,38 +158,69 @@ def test_rows_name_their_feature_space():
         F.get_extractor("pixels")
 
 
-def test_inception_unavailable_without_pytorch_fid(monkeypatch):
-    monkeypatch.setattr(F.importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(F.FeatureSpaceUnavailable) as err:
-        F.get_extractor("inception")
-    assert "\n" not in str(err.value) and "pytorch-fid" in str(err.value)
+def test_inception_space_runs_the_projects_module_on_a_given_state_dict(tmp_path, monkeypatch):
+    """The wiring: FID[inception] features are InceptionV3FID's on the TF-resized, (x-128)/128 input."""
+    from reggan_core.metrics import inception as I
 
-
-def test_inception_reads_user_weights_through_pytorch_fid(monkeypatch, tmp_path):
-    """The wiring only: a stand-in pytorch_fid whose InceptionV3 fetches weights like the real one."""
-    pkg, mod = types.ModuleType("pytorch_fid"), types.ModuleType("pytorch_fid.inception")
-    exec(
-        "import torch\n"
-        "def load_state_dict_from_url(url, *a, **k):\n"
-        "    raise RuntimeError('tried to download ' + url)\n"
-        "class InceptionV3(torch.nn.Module):\n"
-        "    BLOCK_INDEX_BY_DIM = {2048: 3}\n"
-        "    def __init__(self, blocks):\n"
-        "        super().__init__()\n"
-        "        self.w = load_state_dict_from_url('https://example.invalid/w.pth')['w']\n"
-        "    def forward(self, x):\n"
-        "        return [(x.mean((2, 3)) @ self.w)[:, :, None, None]]\n",
-        mod.__dict__)
-    pkg.inception = mod
-    monkeypatch.setitem(sys.modules, "pytorch_fid", pkg)
-    monkeypatch.setitem(sys.modules, "pytorch_fid.inception", mod)
-    monkeypatch.setattr(F.importlib.util, "find_spec", lambda name, *a: object())
-    weights = tmp_path / F.INCEPTION_WEIGHTS_NAME
-    torch.save({"w": torch.eye(3)}, weights)
+    torch.manual_seed(0)
+    model = I.InceptionV3FID()
+    with torch.no_grad():   # random but non-degenerate weights: the wiring, not the network, is tested
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.05 if name.endswith("weight") else 0.01))
+    weights = tmp_path / "inception.pt"
+    torch.save(model.state_dict(), weights)
+    F._inception_features.cache_clear()
     ext = F.get_extractor("inception", inception_weights=weights)
-    imgs = np.full((2, 8, 8, 3), 255, np.uint8)
-    np.testing.assert_allclose(ext(imgs), np.ones((2, 3)))
-    assert ext.space == "inception" and "pytorch-fid" in ext.label
-    assert mod.load_state_dict_from_url.__name__ == "load_state_dict_from_url"  # restored
-    with pytest.raises(F.FeatureSpaceUnavailable, match="do not exist"):
-        F.get_extractor("inception", inception_weights=tmp_path / "nope.pth")
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (2, 64, 48, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = model.eval()(I.images_to_input(list(imgs))).double().numpy()
+    np.testing.assert_allclose(ext(imgs), ref, rtol=1e-5, atol=1e-6)
+    assert ext.space == "inception" and "2015-12-05" in ext.label and ref.shape == (2, 2048)
+    F._inception_features.cache_clear()
+
+
+def test_missing_inception_weights_are_unavailable_in_one_line(tmp_path):
+    F._inception_features.cache_clear()
+    with pytest.raises(F.MetricUnavailable) as err:
+        F.get_extractor("inception", inception_weights=tmp_path / "nope.pt")
+    assert "\n" not in str(err.value) and "reggan_core.metrics.setup" in str(err.value)
+
+
+def test_sample_size_note_names_the_sizes_and_the_bias():
+    note = F.sample_size_note(24, 24, 2048)
+    assert "24 real vs 24 generated" in note and "biased upward" in note and "< 0" in note
+    assert "biased" not in F.sample_size_note(5000, 5000, 2048)
+
+
+def test_fid_of_two_halves_of_one_distribution_shrinks_like_one_over_n():
+    """FID's plug-in bias: for N(0, I_d) samples E[FID] > 0 and falls roughly as 1/N (Chong & Forsyth 2020)."""
+    rng = np.random.default_rng(5)
+    d = 8
+    mean_fid = {n: np.mean([F.fid_from_features(rng.normal(size=(n, d)), rng.normal(size=(n, d)))
+                            for _ in range(20)]) for n in (50, 200, 800)}
+    assert mean_fid[50] > mean_fid[200] > mean_fid[800] > 0
+    # mean term alone: E||mu1 - mu2||^2 = 2d/N exactly; FID adds a positive covariance term of the same order
+    assert mean_fid[800] > 2 * d / 800 * 0.8
+    assert 2.5 < mean_fid[200] / mean_fid[800] < 6   # ~4x for 4x the samples
+
+
+def test_unbiased_kid_scatters_around_zero_and_goes_negative_for_one_distribution():
+    rng = np.random.default_rng(6)
+    vals = [F.mmd2_unbiased(rng.normal(size=(20, 4)), rng.normal(size=(20, 4))) for _ in range(200)]
+    assert min(vals) < 0 < max(vals)
+    assert abs(np.mean(vals)) < 3 * np.std(vals) / np.sqrt(len(vals))   # mean 0 within its standard error
+
+
+@pytest.mark.parametrize("n,m,d", [(24, 24, 2048), (10, 30, 64), (50, 40, 8)])
+def test_low_rank_fid_equals_scipy_sqrtm_formula(n, m, d):
+    """The nuclear-norm form is exact: same value as the covariance form with scipy's sqrtm."""
+    rng = np.random.default_rng(n + m + d)
+    a = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, d)
+    b = rng.normal(size=(m, d)) + 0.3
+    mu1, s1, mu2, s2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    ref = scipy_fid(mu1, s1, mu2, s2) if d <= 256 else F.fid_from_features(a, b, method="eigh")
+    got = F.fid_low_rank(a, b)
+    assert got == pytest.approx(ref, rel=1e-6, abs=1e-6 * abs(ref))
+    assert F.fid_from_features(a, b) == pytest.approx(got, rel=1e-12)   # 'auto' picks it here
+    assert F.fid_low_rank(a, a) == pytest.approx(0, abs=1e-9 * np.trace(s1))

@@ -18,6 +18,9 @@ from reggan_core.metrics import fid as F
 from reggan_core.metrics.__main__ import main
 from reggan_core.metrics import subject_key, pair_by_subject
 
+from reggan_core.assets import cache_root
+
+REAL_CACHE = cache_root()   # read before conftest points $REGGAN_CACHE at a temporary folder
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDED = REPO / "datasets" / "embedded"
 SUBJECTS = 3
@@ -42,23 +45,49 @@ def folders(tmp_path_factory):
     return root
 
 
+def _link_judge_weights(cache: Path) -> None:
+    """Converted judge weights from the user's cache (converted there once) linked into ``cache``."""
+    import os
+
+    from reggan_core.metrics.setup import setup
+
+    old = os.environ.get("REGGAN_CACHE")
+    os.environ["REGGAN_CACHE"] = str(REAL_CACHE)
+    try:
+        rows = setup()
+    finally:
+        if old is None:
+            os.environ.pop("REGGAN_CACHE", None)
+        else:
+            os.environ["REGGAN_CACHE"] = old
+    (cache / "weights").mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        link = cache / "weights" / Path(r["path"]).name
+        if not link.exists():
+            link.symlink_to(r["path"])
+
+
 def test_cli_writes_tables_wired_to_the_metric_functions(folders, capsys, monkeypatch, tmp_path):
-    from reggan_core.metrics.ecs import ecs
-    from reggan_core.metrics.fss import fss
+    from sklearn.metrics import cohen_kappa_score
+
+    from reggan_core.metrics.ecs import basic_label, ecs, get_classifier
+    from reggan_core.metrics.fss import fss, get_embedder
+    from reggan_core.metrics.inception import InceptionFeatures
 
     monkeypatch.setenv("REGGAN_CACHE", str(tmp_path))  # no QualiCLIP weights in the default place
     monkeypatch.delenv("REGGAN_QUALICLIP_WEIGHTS", raising=False)
+    _link_judge_weights(tmp_path)
     out = folders / "out"
     rc = main(["--real", str(folders / "real"), "--generated", str(folders / "gen"), "--inputs",
-               str(folders / "inputs"), "--out", str(out), "--kid-subsets", "3", "--quiet",
-               "--fid-spaces", "identity,expression"])
+               str(folders / "inputs"), "--out", str(out), "--kid-subsets", "3", "--quiet"])   # default judges
     assert rc == 0
     for name in ("metrics.csv", "metrics.md", "per_image.csv", "ecs_per_target.csv"):
         assert (out / name).is_file(), name
     summary = pd.read_csv(out / "metrics.csv")
     md = (out / "metrics.md").read_text()
     assert md.startswith("Command: `python -m reggan_core.metrics") and "| metric | value |" in md
-    assert "| metric | value |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| metric | value |" in printed and "FID is biased upward at small N" in printed
 
     names, gen = read_folder(folders / "gen")
     _, real = read_folder(folders / "real")
@@ -66,28 +95,63 @@ def test_cli_writes_tables_wired_to_the_metric_functions(folders, capsys, monkey
     targets = [n.split("_", 1)[1].removesuffix(".png") for n in names]
     row = lambda m, space=None: summary[(summary.metric == m) & (  # noqa: E731
         summary.space.fillna("") == (space or ""))].iloc[0]
-    assert row("ECS").value == pytest.approx(ecs(gen, targets)["ecs"])
+    # two independent expression judges, each equal to the ECS function called directly
+    for judge in ("fer", "faceapi"):
+        assert row("ECS", judge).value == pytest.approx(ecs(gen, targets, judge)["ecs"]), judge
+    assert not (summary.space == "cfee22").any()   # the circular judge only on request
+    # their agreement: share of equal top classes and sklearn's kappa, recomputed here
+    top = {j: [basic_label(get_classifier(j).classes[k]) for k in get_classifier(j).predict(gen).argmax(1)]
+           for j in ("fer", "faceapi")}
+    same = np.mean([a == b for a, b in zip(top["fer"], top["faceapi"])])
+    assert row("ECS agreement", "fer vs faceapi").value == pytest.approx(same)
+    if len(set(top["fer"]) | set(top["faceapi"])) > 1:
+        assert row("ECS kappa", "fer vs faceapi").value == pytest.approx(cohen_kappa_score(top["fer"], top["faceapi"]))
+    # two identity judges
     pairs = [inputs[i // len(TARGETS)] for i in range(len(gen))]   # sorted: S001_happy, S001_surprised, ...
-    assert row("FSS").value == pytest.approx(fss(pairs, gen)["fss"])
-    ext = F.get_extractor("expression")
-    assert row("FID", "expression").value == pytest.approx(F.fid_from_features(ext(real), ext(gen)))
-    assert row("FID", "identity").network.startswith("face-recognition embedding")
+    assert row("FSS", "dlib").value == pytest.approx(fss(pairs, gen)["fss"])
+    assert row("FSS", "faceres").value == pytest.approx(fss(pairs, gen, get_embedder("faceres"))["fss"])
+    # FID/KID in the FID Inception's space by default, with the sample-size caveat
+    inc = InceptionFeatures()
+    assert row("FID", "inception").value == pytest.approx(F.fid_from_features(inc(real), inc(gen)), rel=1e-6)
+    assert "biased upward" in row("FID", "inception").note and "2015-12-05" in row("FID", "inception").network
     assert row("QualiCLIP").status == "unavailable" and "qualiclip.pth" in row("QualiCLIP").note
-    assert (out / "cache").is_dir() and list((out / "cache").glob("real-identity-*.npz"))
+    assert (out / "cache").is_dir() and list((out / "cache").glob("real-inception-*.npz"))
     per_image = pd.read_csv(out / "per_image.csv")
-    assert list(per_image.file) == names and per_image.fss_cosine.between(-1, 1).all()
+    assert list(per_image.file) == names and per_image["fss_cosine[faceres]"].between(-1, 1).all()
+
+
+def test_cli_offline_spaces_and_the_circular_judge_on_request(folders, capsys, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["--real", str(folders / "real"), "--generated", str(folders / "gen"), "--inputs",
+               str(folders / "inputs"), "--out", str(out), "--kid-subsets", "3", "--quiet", "--metrics", "ecs,fid",
+               "--ecs-classifier", "cfee22", "--fid-spaces", "identity,expression"])
+    assert rc == 0
+    summary = pd.read_csv(out / "metrics.csv")
+    ecs_row = summary[summary.metric == "ECS"].iloc[0]
+    assert ecs_row.space == "cfee22" and "not independent" in ecs_row.note
+    assert "ECS[cfee22] is trained on this project's training split" in capsys.readouterr().out
+    names, gen = read_folder(folders / "gen")
+    _, real = read_folder(folders / "real")
+    from reggan_core.metrics.ecs import get_classifier
+
+    ext = F.expression_extractor(get_classifier("cfee22"))   # the expression space follows the ECS judge
+    fid = summary[(summary.metric == "FID") & (summary.space == "expression")].value.iloc[0]
+    assert fid == pytest.approx(F.fid_from_features(ext(real), ext(gen)))
+    assert summary[(summary.metric == "FID") & (summary.space == "identity")].network.iloc[0].startswith(
+        "face-recognition embedding")
 
 
 def test_python_api_matches_and_compares(folders):
     res = evaluate(folders / "real", folders / "gen", metrics=("ecs", "fss"), inputs=folders / "inputs",
-                   progress=False)
-    assert res.value("ECS") == pytest.approx(
-        pd.read_csv(folders / "out" / "metrics.csv").set_index("metric").loc["ECS", "value"])
+                   ecs_classifier="fer", embedder="dlib", progress=False)
+    saved = pd.read_csv(folders / "out" / "metrics.csv")
+    assert res.value("ECS") == pytest.approx(saved[(saved.metric == "ECS") & (saved.space == "fer")].value.iloc[0])
     # FSS without --inputs pairs each output with the real photo of the same subject
-    res_real = evaluate(folders / "real", folders / "gen", metrics=("fss",), progress=False)
+    res_real = evaluate(folders / "real", folders / "gen", metrics=("fss",), embedder="dlib", progress=False)
     assert res_real.value("FSS") > res.value("FSS")   # a noisy copy is closer to its own photo
     table = compare_table({"a": res, "b": res_real}, metrics=("ECS", "FSS"))
-    assert list(table.index) == ["a", "b"] and np.isnan(table.loc["b", "ECS"])
+    assert list(table.index) == ["a", "b"] and np.isnan(table.loc["b", "ECS[fer]"])
+    assert table.loc["a", "FSS[dlib]"] == pytest.approx(res.value("FSS", "dlib"))
     with pytest.raises(DataError, match="no metric"):
         res.value("FID")
 

@@ -43,12 +43,12 @@ def build_study(input_dir: str | os.PathLike, method_dirs: Mapping[str, str | os
     out_dir = Path(out_dir)
     items = collect_items(input_dir, method_dirs, default_split)
     panels = make_panels(items, seed)
-    key = write_key(panels, out_dir / "key.csv")
     pack = out_dir / "for_raters"
     images = tuple(save_image(panel_image(p, form.image_size), pack / "panels" / f"{p.panel}.png")
                    for p in tqdm(panels, desc="panel images", disable=not panel_images or len(panels) < 20)
                    ) if panel_images else ()
     html = write_form(panels, pack / "study.html", form)
+    key = write_key(panels, out_dir / "key.csv")   # last: a key.csv means the study was built completely
     splits = sorted({p.split for p in panels})
     config = write_config({"seed": seed, "input_dir": str(input_dir), "default_split": default_split,
                            "methods": {m: str(d) for m, d in method_dirs.items()}, "splits": splits,

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -58,6 +59,10 @@ class FormConfig:
         lo, hi = self.scale
         if not (isinstance(lo, int) and isinstance(hi, int) and lo < hi):
             raise ConfigError(f"rating scale {self.scale} must be two whole numbers low < high, e.g. (1, 5)")
+        size = self.image_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1024:
+            raise ConfigError(f"image_size {self.image_size!r} must be a whole number of pixels from 16 to 1024 "
+                              "(--image-size), e.g. 128")
         if self.image_format not in ("png", "jpeg"):
             raise ConfigError(f"image_format {self.image_format!r} is not supported; use 'png' or 'jpeg'")
 
@@ -108,12 +113,11 @@ def render_form(panels: Sequence[Panel], config: FormConfig = FormConfig()) -> s
                   if config.ratings else "")
     settings = {"study": digest.hexdigest()[:12], "scale": [lo, hi] if config.ratings else None,
                 "header": list(RESPONSE_HEADER)}
-    return (_TEMPLATE.replace("@@TITLE@@", html.escape(config.title))
-            .replace("@@INSTRUCTIONS@@", html.escape(config.instructions))
-            .replace("@@SCALE_NOTE@@", scale_note)
-            .replace("@@TILE@@", str(config.image_size))
-            .replace("@@SETTINGS@@", json.dumps(settings))
-            .replace("@@PANELS@@", "\n".join(blocks)))
+    values = {"TITLE": html.escape(config.title), "INSTRUCTIONS": html.escape(config.instructions),
+              "SCALE_NOTE": scale_note, "TILE": str(config.image_size), "SETTINGS": json.dumps(settings),
+              "PANELS": "\n".join(blocks)}
+    # one pass over the template: placeholders inside the user's title or instructions stay text
+    return re.sub(r"@@([A-Z_]+)@@", lambda m: values.get(m.group(1), m.group(0)), _TEMPLATE)
 
 
 def write_form(panels: Sequence[Panel], path: str | os.PathLike, config: FormConfig = FormConfig()) -> Path:

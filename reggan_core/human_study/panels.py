@@ -172,7 +172,14 @@ def read_key(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"key file {path} does not exist; pass the key.csv written by the build step")
-    return check_key(pd.read_csv(path, dtype=str, keep_default_na=False), str(path))
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"key file {path} is empty; pass the key.csv written by the build step") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"key file {path} is not a UTF-8 CSV file ({exc.__class__.__name__}); pass the key.csv "
+                        "written by the build step") from None
+    return check_key(table, str(path))
 
 
 def check_key(key, name: str = "key"):

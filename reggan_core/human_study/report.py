@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..imageio import write_text
 from .agreement import fleiss_kappa, krippendorff_alpha
 from .responses import Responses
@@ -35,6 +36,10 @@ class AnalysisConfig:
     cluster: str = "rater"          # bootstrap resampling unit: "rater" or "rater+panel"
     block: str = "rater"            # Friedman blocks: "rater" (independent) or "rater+panel"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 1:
+            raise ConfigError(f"n_boot={self.n_boot!r} (--n-boot) must be a whole number >= 1, e.g. 2000")
 
 
 def _groups(frame, splits: tuple[str, ...]):

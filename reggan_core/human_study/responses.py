@@ -13,12 +13,14 @@ already knows the methods); when both are present they must agree with the key. 
 are ignored. Rows are numbered as in a spreadsheet: the header is row 1.
 
 Every problem becomes one line naming the file and row: unknown panel or method, duplicate
-answers, missing answers and ratings out of range. All lines are collected and raised together
+answers, missing answers, ratings out of range or not finite, and files with a header but no
+answers (a warning with ``allow_missing``). All lines are collected and raised together
 in one :class:`ResponseError`, so a rater's file can be fixed in one pass.
 """
 from __future__ import annotations
 
 import csv
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -116,6 +118,7 @@ class _Checker:
         self.position_of = {(r.panel, r.method): r.position for r in key.itertuples()}
         self.panel_range = f"{min(self.positions)}-{max(self.positions)}"
         self.dropped: set[tuple[str, str]] = set()   # (rater, panel) that lost a row to a reported problem
+        self.headers_only: list[str] = []            # files with a header and no answer rows
 
     def problem(self, file: str, line: int, message: str) -> None:
         where = f"{file}, row {line}" if line else file
@@ -129,7 +132,7 @@ class _Checker:
             value = float(text)
         except ValueError:
             value = float("nan")
-        if value != value or value != int(value):
+        if not math.isfinite(value) or value != int(value):   # nan, inf, 1e400
             self.problem(file, line, f"{name} {text!r} is not a whole number from {lo} to {hi}; correct it")
             return False, None
         if not lo <= value <= hi:
@@ -205,6 +208,8 @@ class _Checker:
             ok_rate, rating = self._value(get.get("rating", ""), "rating", lo, hi, file, line)
             rows.append(_Row(f"{file}, row {line}", file, line, rater, panel, position, best, rating,
                              ok_best and ok_rate))
+        if len(table) == 1 or not any(any(c.strip() for c in cells) for _, cells in table[1:]):
+            self.headers_only.append(file)
         picks = any(r.best is not None for r in rows)
         rated = any(r.rating is not None for r in rows)
         return rows, picks, rated
@@ -243,6 +248,10 @@ def check_responses(source, key, scale: tuple[int, int] = (1, 5),
     """
     import pandas as pd
 
+    lo, hi = scale
+    if not (isinstance(lo, int) and isinstance(hi, int) and lo < hi):
+        raise DataError(f"rating scale {tuple(scale)} must be two whole numbers low < high (--scale LOW HIGH), "
+                        "e.g. 1 5, as the study was built")
     key = read_key(key) if isinstance(key, (str, os.PathLike)) else check_key(key)
     files = response_files(source)
     checker = _Checker(key, scale)
@@ -278,6 +287,13 @@ def check_responses(source, key, scale: tuple[int, int] = (1, 5),
             else:
                 checker.problem(", ".join(rfiles), 0, f"{text}; ask the rater to finish, or pass allow_missing=True "
                                                       "(--allow-missing) to analyse partial answers")
+    for file in checker.headers_only:
+        text = f"{file}: has a header but no answers"
+        if allow_missing:
+            warnings.warn(f"{text}; skipped", stacklevel=2)
+        else:
+            checker.problem(file, 0, "has a header but no answers; ask the rater to send the saved answers, "
+                                     "remove the file, or pass allow_missing=True (--allow-missing)")
     problems = [m for _, _, m in sorted(checker.problems, key=lambda t: (t[0], t[1]))]
     if problems:
         return None, problems

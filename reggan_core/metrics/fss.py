@@ -67,6 +67,7 @@ class DlibEmbedder:
     """dlib ResNet face embeddings (128-d) from 150x150 five-point chips."""
 
     name = "dlib_resnet_v1"
+    embedding_dim = 128
     same_person_distance = DLIB_SAME_PERSON_DISTANCE
 
     def __init__(self, upsample: int = 1, batch_size: int = 64):
@@ -169,6 +170,32 @@ class ArcFaceEmbedder:
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12), detected
 
 
+EMBEDDERS = ("dlib", "faceres")   # FSS judges by name; an ArcFace-class model goes by path
+
+
+def get_embedder(embedder="dlib"):
+    """A face embedder by name ('dlib' | 'faceres'), an object with ``embed`` unchanged.
+
+    'faceres' converts HSE FaceRes from its npm package on first use (:mod:`.faceres`);
+    when that is impossible the embedder is :class:`MetricUnavailable` with the reason.
+    """
+    if not isinstance(embedder, str):
+        if not hasattr(embedder, "embed") or not hasattr(embedder, "name"):
+            raise DataError(f"embedder object needs `name` and `embed(images)`; or pass one of {', '.join(EMBEDDERS)}")
+        return embedder
+    if embedder == "dlib":
+        return DlibEmbedder()
+    if embedder == "faceres":
+        from . import faceres
+
+        try:
+            faceres.ensure_weights()
+        except DataError as exc:   # includes MetricUnavailable; npm missing or unreachable
+            raise MetricUnavailable(f"FSS[faceres] unavailable because {str(exc).splitlines()[0]}") from None
+        return faceres.FaceResEmbedder()
+    raise DataError(f"unknown FSS embedder {embedder!r}; use one of {', '.join(EMBEDDERS)}")
+
+
 def face_embeddings(images, embedder=None, return_detected: bool = False):
     """Face-recognition embeddings of RGB uint8 images: (N, 128) for dlib's default.
 
@@ -189,7 +216,8 @@ def fss(inputs, outputs, embedder=None, threshold: float | None = None) -> dict:
     """Face similarity score of (input, output) pairs.
 
     Returns a dict: ``fss`` (mean cosine similarity), ``fss_std``, ``same_person_rate``
-    (share of pairs with Euclidean distance < ``threshold``; dlib's 0.6 by default, None for
+    (share of pairs with Euclidean distance < ``threshold``, dlib's 0.6 by default; for an
+    embedder with a ``same_person_cosine`` rule instead, the share with cosine >= it; None for
     an embedder without a known threshold), ``distance_mean``, ``n``, ``n_fallback``
     (faces, inputs and outputs together, where detection failed and the whole crop was the
     face box), ``embedding`` (which network), and per-pair arrays ``cosine`` and ``distance``.
@@ -204,12 +232,20 @@ def fss(inputs, outputs, embedder=None, threshold: float | None = None) -> dict:
     emb_out, det_out = embedder.embed(outputs)
     cos = cosine_similarity(emb_in, emb_out)
     dist = np.linalg.norm(emb_in - emb_out, axis=1)
-    thr = threshold if threshold is not None else embedder.same_person_distance
+    thr = threshold if threshold is not None else getattr(embedder, "same_person_distance", None)
+    cos_thr = getattr(embedder, "same_person_cosine", None) if thr is None else None
+    if thr is not None:
+        rate = float(np.mean(dist < thr))
+    elif cos_thr is not None:   # an embedder whose same-person rule is a cosine (FaceRes)
+        rate = float(np.mean(cos >= cos_thr))
+    else:
+        rate = None
     return {
         "fss": float(cos.mean()),
         "fss_std": float(cos.std(ddof=1)) if len(cos) > 1 else 0.0,
-        "same_person_rate": float(np.mean(dist < thr)) if thr is not None else None,
+        "same_person_rate": rate,
         "threshold": thr,
+        "cosine_threshold": cos_thr,
         "distance_mean": float(dist.mean()),
         "n": len(cos),
         "n_fallback": int((~det_in).sum() + (~det_out).sum()),
@@ -233,6 +269,7 @@ class CachedEmbedder:
     def __init__(self, base, max_size: int | None = None):
         self.base, self.name, self.max_size = base, base.name, max_size
         self.same_person_distance = getattr(base, "same_person_distance", None)
+        self.same_person_cosine = getattr(base, "same_person_cosine", None)
         self.memo: dict[bytes, tuple[np.ndarray, bool]] = {}
 
     def clear(self) -> None:
@@ -242,7 +279,8 @@ class CachedEmbedder:
     def embed(self, images) -> tuple[np.ndarray, np.ndarray]:
         batch = as_rgb_batch(images)
         if not batch:
-            return np.zeros((0, 128)), np.zeros(0, bool)
+            width = getattr(self.base, "embedding_dim", 128)
+            return np.zeros((0, width)), np.zeros(0, bool)
         keys = [hashlib.sha1(np.ascontiguousarray(b).tobytes()).digest() + str(b.shape).encode() for b in batch]
         todo = [i for i, k in enumerate(keys) if k not in self.memo]
         if todo:

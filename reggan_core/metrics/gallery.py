@@ -281,11 +281,22 @@ def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, c
 def make_gallery(checkpoint: str | os.PathLike, baseline: str | os.PathLike | None = None, target: str = "happy",
                  path: str | os.PathLike | None = "figures/05_ood_gallery.png", classifier="fer",
                  selection: Sequence[tuple[str, str]] = DEFAULT_SELECTION) -> GalleryResult:
-    """Load the generators, build the OOD faces, run and score them, save the figure."""
+    """Load the generators, build the OOD faces, run and score them, save the figure.
+
+    The target is checked (a category both generators produce) before any face is built.
+    """
+    from ..errors import ConfigError
     from ..model import load_generator
 
+    try:
+        target = get_category(target).name
+    except ValueError as exc:
+        raise ConfigError(f"--target: {exc}") from None
     reggan = load_generator(checkpoint)
     base = load_generator(baseline) if baseline is not None else None
+    for model in (reggan, base):
+        if model is not None:
+            model.label(target)   # ConfigError listing the targets the model produces
     size = reggan.size or 128
     result = run_gallery(ood_faces(selection, size), reggan_columns(reggan, target, base), target, classifier)
     plot_gallery(result, path)
