@@ -56,16 +56,20 @@ student: env
 site: env
 	$(PY) scripts/build_site.py --out $(OUT)/site
 
+# both cores: pytest-xdist, one worker per test file / notebook (JOBS=1 runs them one at a time)
+JOBS ?= 2
+XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
+
 test: env browser-deps $(V2)
-	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(PY) -m pytest $(XDIST) tests
+	$(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 	@echo "make test: all tests and notebooks passed"
 
 test-py: env
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(XDIST) tests
 
 test-nb: env $(V2)
-	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks
+	$(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 dataset: env
 	$(PY) datasets/make_embedded.py

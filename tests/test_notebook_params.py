@@ -214,15 +214,5 @@ def test_matrix_parameters_exist(tmp_path):
             assert not unknown, f"{nb}: {sorted(unknown)} are not in its parameters cell"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook,params", list(matrix_cases()))
-def test_notebook_runs_with_non_default_parameters(notebook, params, tmp_path):
-    import yaml
-
-    cmd = [sys.executable, "-m", "papermill", f"notebooks/{notebook}", str(tmp_path / notebook),
-           "-k", "python3", "--no-progress-bar"]
-    for name, value in params.items():
-        if value == "{dataset_copy}":
-            value = _dataset_copy(tmp_path)
-        cmd += ["-y", yaml.safe_dump({name: value}, default_flow_style=True).strip()]
-    run_checked(cmd, f"{notebook} with {params}")
+# The matrix runs themselves are in tests/test_notebook_matrix.py, so that pytest-xdist's
+# --dist loadfile gives them a worker of their own beside the README commands.
