@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
+
+from reggan_core.imageio import atomic_dir  # noqa: E402
 
 
 def _write_subject(args: tuple[int, int, str, int]) -> str:
@@ -47,9 +47,8 @@ def generate(out: Path, subjects: int, seed: int = 0, workers: int | None = None
         raise SystemExit(f"--subjects must be >= 1, got {subjects}")
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     workers = workers or min(os.cpu_count() or 1, 8)
-    try:
+    with atomic_dir(out) as tmp:
         from reggan_core.synth import base_faces
 
         base_faces()  # fail early (e.g. no face found) before starting workers
@@ -57,12 +56,6 @@ def generate(out: Path, subjects: int, seed: int = 0, workers: int | None = None
         with ProcessPoolExecutor(workers) as pool:
             for _ in tqdm(pool.map(_write_subject, jobs, chunksize=4), total=subjects, desc="subjects"):
                 pass
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -31,8 +31,6 @@ import io
 import json
 import os
 import pickle
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy as np
 
 from .categories import CATEGORIES
 from .errors import DataError
+from .imageio import atomic_dir, atomic_path
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 # the woman's clip has no neutral stretch: this calm, open-eyed frame between crying and laughing
@@ -83,10 +82,8 @@ def _cached(name: str, key: dict, make):
             path.unlink(missing_ok=True)
     value = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         pickle.dump(value, fh)
-    os.replace(tmp, path)
     return value
 
 
@@ -411,8 +408,7 @@ def build(out: str | os.PathLike, config: V2Config = V2Config(), log=print) -> P
     log(f"people: {len(people)} used ({len(neutralised)} neutralised), {len(left_out)} faces left out; "
         f"identities: {len(identities)}")
     _STATE.update(perfs=perfs, pools=frame_pools(perfs), teeth=synth.base_faces()[1])
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         jobs = [(k, ident, config.seed, str(tmp), config.quality) for k, ident in enumerate(identities)]
         made: dict[str, list[dict]] = {}
         if config.workers > 1:
@@ -467,21 +463,13 @@ def build(out: str | os.PathLike, config: V2Config = V2Config(), log=print) -> P
               for person, f in sorted(people.items())], tmp / "people.csv")
         _csv([{"face": n, "reason": r} for n, r in left_out] or [{"face": "", "reason": ""}], tmp / "left_out.csv")
         _save_performances(perfs, tmp / "performances.npz")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
 def _save_npz(path: Path, **arrays) -> None:
     """Compressed ``.npz`` written atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:   # its name ends in .npz, so numpy adds no suffix
+        np.savez_compressed(tmp, **arrays)
 
 
 def load_landmarks(root: str | os.PathLike) -> dict[str, np.ndarray]:

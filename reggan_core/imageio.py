@@ -166,6 +166,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; swap it in for ``path`` only on success.
+
+    A folder built inside (a generated dataset) is never seen half-written; on an error the
+    temporary folder is removed and ``path`` keeps its old content.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def save_image(arr: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an image atomically; the format follows the file extension."""
     path = Path(path)
