@@ -115,21 +115,26 @@ def _watched(status_line: str) -> bool:
     return path.startswith(WATCHED) or (new_file and ("/" not in path.rstrip("/") or path.startswith("notebooks/")))
 
 
-def demo_leftovers() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("03_demo_*")}
-
-
 def run_checked(cmd: list[str], label: str) -> None:
-    """Run ``cmd`` from the repository root; fail with its tail on error or when it dirtied the repo."""
-    before, temp_before = tracked_state(), demo_leftovers()
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    """Run ``cmd`` from the repository root; fail with its tail on error or when it dirtied the repo.
+
+    The run gets a private, empty ``TMPDIR``: whatever it leaves there (e.g. notebook 03's
+    ``03_demo_*`` training folder) is its own, even while other notebooks run in parallel
+    (``make test`` uses two pytest-xdist workers).
+    """
+    before = tracked_state()
+    private_tmp = Path(tempfile.mkdtemp(prefix="nbrun-"))
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", TMPDIR=str(private_tmp))
     env.pop("REGGAN_FIGURES", None)   # figures must default to the ignored outputs/figures
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    try:
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+        left = sorted(p.name for p in private_tmp.glob("03_demo_*"))
+    finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
     tail = (res.stdout + res.stderr)[-4000:]
     assert res.returncode == 0, f"{label} failed:\n{shlex.join(cmd)}\n{tail}"
     new = sorted(line for line in tracked_state() - before if _watched(line))
     assert not new, f"{label} changed the repository (must write only to ignored folders): {new}"
-    left = sorted(demo_leftovers() - temp_before)
     assert not left, f"{label} left temporary folders behind: {left}"
 
 
