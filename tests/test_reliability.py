@@ -292,18 +292,24 @@ def test_non_finite_config_values_are_refused(override):
         TrainConfig(lr_g=float("inf"))
 
 
-DIVERGE = """
-import math, sys
-import reggan_core.train as T
-orig = T.Trainer.optimize_parameters
-def nan_at_3(self, step):
-    out = orig(self, step)
-    if step >= 3:
-        out = dict(out, G_total=math.nan)
-    return out
-T.Trainer.optimize_parameters = nan_at_3
-sys.exit(T.main(sys.argv[1:]))
-"""
+def faulty_train_script(fault: str) -> str:
+    """``python -m reggan_core.train`` with ``fault`` (code using ``step`` and ``out``) run after each step."""
+    body = "\n".join("    " + line for line in fault.strip().splitlines())
+    return ("import math, os, signal, sys\n"
+            "import reggan_core.train as T\n"
+            "orig = T.Trainer.optimize_parameters\n"
+            "def faulty(self, step):\n"
+            "    out = orig(self, step)\n"
+            f"{body}\n"
+            "    return out\n"
+            "T.Trainer.optimize_parameters = faulty\n"
+            "sys.exit(T.main(sys.argv[1:]))\n")
+
+
+DIVERGE = faulty_train_script("""
+if step >= 3:
+    out = dict(out, G_total=math.nan)
+""")
 
 
 def test_run_whose_losses_become_non_finite_stops_keeping_last_good_checkpoint(tiny_root, tmp_path):
@@ -456,18 +462,10 @@ def test_generate_out_naming_an_existing_file(tmp_path, generator_file, astronau
 # ------------------------------------------------------------------ 9. interrupted training
 
 
-INTERRUPT = """
-import os, signal, sys
-import reggan_core.train as T
-orig = T.Trainer.optimize_parameters
-def ctrl_c_at_3(self, step):
-    out = orig(self, step)
-    if step == 3:
-        os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C in the middle of the run
-    return out
-T.Trainer.optimize_parameters = ctrl_c_at_3
-sys.exit(T.main(sys.argv[1:]))
-"""
+INTERRUPT = faulty_train_script("""
+if step == 3:
+    os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C in the middle of the run
+""")
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly_then_resumes(tiny_root, tmp_path):
