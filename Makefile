@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README):
-#   make demo   - set up .venv if missing, run every notebook on the embedded dataset
+#   make demo   - set up .venv (and dataset v2) if missing, run every notebook, translate real photos
 #   make test   - set up .venv if missing, run pytest and nbval on every notebook
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -43,6 +43,9 @@ dataset-v2: env
 
 demo: env $(V2)
 	$(PY) scripts/run_notebooks.py --out $(OUT)
+	# photo in, photo out: real photos (from package archives) with the face changed, at their own size
+	$(PY) scripts/photo_figure.py --target happy --out $(OUT)/photos/photo_out_happy.png
+	$(PY) scripts/photo_figure.py --target surprised --out $(OUT)/photos/photo_out_surprised.png
 
 # Notebooks and tests write figures to the git-ignored outputs/figures; this regenerates the
 # committed figures/*.png on purpose (executed copies go to $(OUT)/figures-run).
@@ -74,11 +77,12 @@ test-nb: env $(V2)
 dataset: env
 	$(PY) datasets/make_embedded.py
 
-benchmarks: env
+benchmarks: env $(V2)
 	$(PY) benchmarks/bench_ridge.py
 	$(PY) benchmarks/bench_inference.py
 	$(PY) benchmarks/bench_widget.py
 	$(PY) benchmarks/bench_identity_judges.py
+	$(PY) benchmarks/bench_real_faces.py
 	$(PY) -m reggan_core.human_study power --out $(OUT)/power
 
 clean:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from .categories import get_category
 from .errors import ConfigError
 from .losses import GAN_MODES
-from .networks import DISCRIMINATORS, GENERATORS, NORMS
+from .networks import DISCRIMINATORS, GENERATORS, NORMS, UPSAMPLES
 from .regression import RidgeConfig
 
 EXPORT_DTYPES = ("float32", "float16")
@@ -46,6 +46,7 @@ class RefinerConfig:
     generator: str = "resnet"     # "resnet" = US-GAN refiner, "unet" = pix2pix U-Net yardstick
     ngf: int = 64                 # generator width (StarGAN/US-GAN: 64)
     n_res: int = 1                # residual blocks (US-GAN: 1)
+    upsample: str = "transpose"   # "transpose" (US-GAN/CycleGAN) or "resize" (nearest x2 + conv; no checkerboard)
     unet_down: int = 7            # U-Net depth (pix2pix unet_128: 7)
     norm: str = "instance"        # generator norm (CycleGAN/US-GAN: instance)
     skip: bool = True             # ultimate skip: output = input + residual (US-GAN)
@@ -63,6 +64,7 @@ class RefinerConfig:
         for key in ("ngf", "ndf", "d_layers", "unet_down"):
             _need(getattr(self, key) >= 1, f"refiner.{key}", getattr(self, key), "must be >= 1")
         _need(self.n_res >= 0, "refiner.n_res", self.n_res, "must be >= 0")
+        _need(self.upsample in UPSAMPLES, "refiner.upsample", self.upsample, f"use one of {', '.join(UPSAMPLES)}")
         _need(self.norm in NORMS, "refiner.norm", self.norm, f"use one of {', '.join(NORMS)}")
         _need(self.d_norm in NORMS, "refiner.d_norm", self.d_norm, f"use one of {', '.join(NORMS)}")
 
@@ -80,6 +82,10 @@ class TrainConfig:
     pairs: tuple[str, ...] = ("neutral:happy",)  # per-pair mode: "source:target", one model each
     max_subjects: int = 0           # use only the first N training subjects (0 = all); for quick runs
     flip: bool = True               # random horizontal flips of (source, regression, target) (ours)
+    augment: float = 0.0            # colour/lighting jitter, identical on source and target (ours; 0 = off)
+    augment_ridge_copies: int = 0   # jittered copies of every pair added to the ridge fit (ours)
+    max_rigid_motion: float = 0.0   # drop pairs whose jaw/nose landmarks move more than this x the eye
+                                    # distance between source and target (broken warps; ours; 0 = keep all)
     # model
     use_regression: bool = True     # False = refiner-only baseline (same refiner, no ridge layer)
     finetune_regression: bool = False  # also train the ridge layer after its closed-form fit
@@ -123,11 +129,12 @@ class TrainConfig:
                 _need(math.isfinite(value), f.name, value, "must be a finite number")
         for key in ("iterations", "batch_size", "n_critic", "log_every", "keep_checkpoints", "n_samples"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
-        for key in ("sample_every", "checkpoint_every", "max_subjects", "num_threads"):
+        for key in ("sample_every", "checkpoint_every", "max_subjects", "num_threads", "augment_ridge_copies"):
             _need(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         for key in ("lr_g", "lr_d", "lr_ridge"):
             _need(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
-        for key in ("lambda_adv", "lambda_l1", "lambda_idt", "lambda_cls", "lambda_gp"):
+        for key in ("lambda_adv", "lambda_l1", "lambda_idt", "lambda_cls", "lambda_gp", "augment",
+                    "max_rigid_motion"):
             _need(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         for key in ("beta1", "beta2"):
             _need(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")

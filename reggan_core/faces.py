@@ -37,6 +37,10 @@ RIGHT_EYE = list(range(42, 48))
 NOSE_TIP = 30
 MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 DETECT_MAX_SIDE = 1024  # long side of the copy that faces are searched in (bounds time and memory)
+# With all faces wanted, a face besides the largest is kept only when dlib's detection score reaches
+# this: scikit-image's astronaut photo has a false "face" (the mission patch) at 0.12, while the
+# faces of the packaged group photos score 0.4 and more.
+EXTRA_FACE_MIN_SCORE = 0.3
 
 
 def models_dir() -> Path:
@@ -81,6 +85,13 @@ def detect_faces(img: np.ndarray, upsample: int = 1) -> list[tuple[int, int, int
     return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
 
 
+def detect_faces_scored(img: np.ndarray, upsample: int = 1) -> list[tuple[tuple[int, int, int, int], float]]:
+    """(box, dlib detection score) of every face, largest box first."""
+    rects, scores, _ = _detector().run(np.ascontiguousarray(img), upsample, 0.0)
+    found = [((r.left(), r.top(), r.right(), r.bottom()), float(sc)) for r, sc in zip(rects, scores)]
+    return sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+
+
 def landmarks68(img: np.ndarray, box: tuple[int, int, int, int] | None = None,
                 upsample: int = 1) -> np.ndarray:
     """68 landmarks (x, y) of the largest face, or of the face in ``box``."""
@@ -122,12 +133,26 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def warp_to_crop(img: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Apply a 2x3 transform into a size x size crop (bilinear, replicated border)."""
+BORDERS = ("replicate", "reflect")
+
+
+def _border_flag(border: str) -> int:
+    """cv2 border mode for ``border``: "replicate" (edge pixels repeated) or "reflect" (BORDER_REFLECT_101)."""
+    import cv2
+
+    if border == "replicate":
+        return cv2.BORDER_REPLICATE
+    if border == "reflect":
+        return cv2.BORDER_REFLECT_101
+    raise DataError(f"unknown border {border!r}; use one of {', '.join(BORDERS)}")
+
+
+def warp_to_crop(img: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE, border: str = "replicate") -> np.ndarray:
+    """Apply a 2x3 transform into a size x size crop (bilinear; border "replicate" or "reflect")."""
     import cv2
 
     return cv2.warpAffine(np.ascontiguousarray(img), matrix, (size, size),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                          flags=cv2.INTER_LINEAR, borderMode=_border_flag(border))
 
 
 def _shrink(img: np.ndarray, factor: float) -> np.ndarray:
@@ -139,11 +164,23 @@ def _shrink(img: np.ndarray, factor: float) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def _find_landmarks(img: np.ndarray, upsample: int, name: str) -> np.ndarray:
-    """68 landmarks of the largest face; one retry on a padded, upscaled copy for small faces."""
-    boxes = detect_faces(img, upsample)
+def _find_faces(img: np.ndarray, upsample: int, name: str,
+                all_faces: bool = False) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """(68 landmarks, box) of the largest face, or of every face (largest first).
+
+    Every face: the largest, and the others whose detection score reaches
+    :data:`EXTRA_FACE_MIN_SCORE` (drops weak false detections).
+
+    When nothing is found, one retry on a padded, upscaled copy for small or tightly cropped
+    faces (that retry keeps the largest face only).
+    """
+    if all_faces:
+        scored = detect_faces_scored(img, upsample)
+        boxes = [b for k, (b, sc) in enumerate(scored) if k == 0 or sc >= EXTRA_FACE_MIN_SCORE]
+    else:
+        boxes = detect_faces(img, upsample)
     if boxes:
-        return landmarks68(img, boxes[0])
+        return [(landmarks68(img, b), b) for b in (boxes if all_faces else boxes[:1])]
     pad = max(img.shape[:2]) // 4
     padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     boxes = detect_faces(padded, upsample + 1)
@@ -152,38 +189,77 @@ def _find_landmarks(img: np.ndarray, upsample: int, name: str) -> np.ndarray:
             f"no face found in {name}; use a clearer frontal photo, or pass align=False "
             "(--no-align) for faces that are already cropped"
         )
-    return landmarks68(padded, boxes[0]) - pad
+    b = boxes[0]
+    return [(landmarks68(padded, b) - pad, (b[0] - pad, b[1] - pad, b[2] - pad, b[3] - pad))]
 
 
-def align_face(img: np.ndarray, size: int = CROP_SIZE, upsample: int = 1,
-               return_landmarks: bool = False, name: str = "image"):
-    """Align the largest face of ``img`` to the canonical crop.
+def _find_landmarks(img: np.ndarray, upsample: int, name: str) -> np.ndarray:
+    """68 landmarks of the largest face; one retry on a padded, upscaled copy for small faces."""
+    return _find_faces(img, upsample, name)[0][0]
 
-    Returns the RGB crop (size, size, 3); with ``return_landmarks`` also the 68 landmarks
-    mapped into the crop. Raises :class:`NoFaceError` naming ``name`` when no face is found.
-    Photos larger than :data:`DETECT_MAX_SIDE` are searched on a downscaled copy.
+
+def locate_faces(img: np.ndarray, upsample: int = 1, name: str = "image",
+                 all_faces: bool = False) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """68 landmarks and the detector box, both in ``img``'s own pixel coordinates.
+
+    The largest face only, or every face (largest first) with ``all_faces``. Photos larger
+    than :data:`DETECT_MAX_SIDE` are searched on an area-filtered copy and the results mapped
+    back (pixel centres: x_small + 0.5 = (x + 0.5) * f). Raises :class:`NoFaceError` naming ``name``.
     """
     h, w = img.shape[:2]
     f = min(1.0, DETECT_MAX_SIDE / max(h, w))
-    if f < 1.0:
-        small = _shrink(img, f)
-        fx, fy = small.shape[1] / w, small.shape[0] / h
-        lm_small = _find_landmarks(small, upsample, name)
-        # pixel centres: x_small + 0.5 = (x + 0.5) * fx
+    if f >= 1.0:
+        return _find_faces(img, upsample, name, all_faces)
+    small = _shrink(img, f)
+    fx, fy = small.shape[1] / w, small.shape[0] / h
+    out = []
+    for lm_small, b in _find_faces(small, upsample, name, all_faces):
         lm = np.column_stack([(lm_small[:, 0] + 0.5) / fx - 0.5, (lm_small[:, 1] + 0.5) / fy - 0.5])
-    else:
-        lm = _find_landmarks(img, upsample, name)
-    matrix = similarity_transform(five_points(lm), TEMPLATE_5 * size / CROP_SIZE)
+        box = (round((b[0] + 0.5) / fx - 0.5), round((b[1] + 0.5) / fy - 0.5),
+               round((b[2] + 0.5) / fx - 0.5), round((b[3] + 0.5) / fy - 0.5))
+        out.append((lm, box))
+    return out
+
+
+def face_matrix(lm68: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """2x3 similarity mapping photo coordinates onto the size x size template crop."""
+    return similarity_transform(five_points(lm68), TEMPLATE_5 * size / CROP_SIZE)
+
+
+def crop_face(img: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE, border: str = "replicate") -> np.ndarray:
+    """Cut the size x size crop that ``matrix`` (photo -> crop) describes.
+
+    For a photo larger than :data:`DETECT_MAX_SIDE` whose face is shrunk by more than 2x,
+    the photo is area-filtered first and the matrix composed with that shrink (no aliasing).
+    """
+    h, w = img.shape[:2]
     src, src_matrix = img, matrix
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if f < 1.0 and scale < 0.5:  # big photo, face shrunk > 2x: area-filter first, then warp (no aliasing)
+    if max(h, w) > DETECT_MAX_SIDE and scale < 0.5:  # big photo, face shrunk > 2x: area-filter, then warp
         g = min(1.0, 2.0 * scale)
         src = _shrink(img, g)
         gx, gy = src.shape[1] / w, src.shape[0] / h
         back = np.array([[1 / gx, 0, 0.5 / gx - 0.5], [0, 1 / gy, 0.5 / gy - 0.5]])  # shrunk -> full coords
         src_matrix = matrix[:, :2] @ back[:, :2]
         src_matrix = np.column_stack([src_matrix, matrix[:, :2] @ back[:, 2] + matrix[:, 2]])
-    crop = warp_to_crop(src, src_matrix, size)
+    return warp_to_crop(src, src_matrix, size, border)
+
+
+def align_face(img: np.ndarray, size: int = CROP_SIZE, upsample: int = 1,
+               return_landmarks: bool = False, name: str = "image", border: str = "replicate"):
+    """Align the largest face of ``img`` to the canonical crop.
+
+    Returns the RGB crop (size, size, 3); with ``return_landmarks`` also the 68 landmarks
+    mapped into the crop. Raises :class:`NoFaceError` naming ``name`` when no face is found.
+    Photos larger than :data:`DETECT_MAX_SIDE` are searched on a downscaled copy.
+    ``border``: how the crop is filled outside the photo - "replicate" (the default, what the
+    datasets and metrics use) or "reflect" (BORDER_REFLECT_101: no streaks, used for photo-out,
+    see :mod:`reggan_core.photo`).
+    """
+    _border_flag(border)  # refuse an unknown border before the (slow) detection
+    lm, _ = locate_faces(img, upsample, name)[0]
+    matrix = face_matrix(lm, size)
+    crop = crop_face(img, matrix, size, border)
     if return_landmarks:
         mapped = lm @ matrix[:, :2].T + matrix[:, 2]
         return crop, mapped

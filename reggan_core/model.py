@@ -64,6 +64,7 @@ class RegGAN(nn.Module):
                                       norm=refiner.norm, skip=refiner.skip)
         if refiner.generator == "resnet":
             kwargs["n_res"] = refiner.n_res
+            kwargs["upsample"] = refiner.upsample
         elif refiner.generator == "unet":
             kwargs["n_down"] = refiner.unet_down
         self.refiner = build_generator(refiner.generator, **kwargs)

@@ -93,6 +93,9 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+UPSAMPLES = ("transpose", "resize")
+
+
 class Refiner(nn.Module):
     """US-GAN-style refiner: 128x128 in, 128x128 out, a residual on its input.
 
@@ -103,6 +106,8 @@ class Refiner(nn.Module):
         down2   3x3 conv stride 2 (128, 64,64)     -> (256, 32,32)
         res     n_res residual blocks at (256, 32,32)
         up1/2   3x3 transposed conv stride 2       -> (128, 64,64) -> (64, 128,128)
+                (``upsample="resize"``: nearest x2 then 3x3 conv, which cannot make the
+                checkerboard pattern of overlapping strided kernels; Odena et al. 2016)
         head    7x7 conv + tanh                    -> (3, 128,128) = r
         output  clamp(x + r, -1, 1)   (ultimate skip)   or r without the skip
 
@@ -123,9 +128,11 @@ class Refiner(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, n_labels: int = 0, ngf: int = 64,
-                 n_res: int = 1, norm: str = "instance", skip: bool = True):
+                 n_res: int = 1, norm: str = "instance", skip: bool = True, upsample: str = "transpose"):
         super().__init__()
         check_skip(in_channels, out_channels, skip)
+        if upsample not in UPSAMPLES:
+            raise ConfigError(f"unknown upsample {upsample!r}; valid: {', '.join(UPSAMPLES)}")
         self.in_channels, self.n_labels, self.skip = in_channels, n_labels, skip
         self.pad = nn.ReflectionPad2d(3)
         stem_norm = "none" if n_labels else norm
@@ -140,8 +147,12 @@ class Refiner(nn.Module):
             ch *= 2
         layers += [ResidualBlock(ch, norm) for _ in range(n_res)]
         for _ in range(2):  # 32 -> 64 -> 128
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                       norm_layer(norm, ch // 2), nn.ReLU(True)]
+            if upsample == "transpose":
+                layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+            else:
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                           nn.Conv2d(ch, ch // 2, 3, bias=bias)]
+            layers += [norm_layer(norm, ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
         self.body = nn.Sequential(*layers)

@@ -20,6 +20,11 @@ Weights are stored as ``weight`` (C, H, W, D) and ``bias`` (C, H, W): ``weight[c
 image: ``padding="zeros"`` pads with 0 (mid-grey in [-1, 1] images), ``"replicate"`` repeats
 the edge pixel; either way the border pixels are fitted like the others.
 
+``prior="identity"`` (ours, not in Masked Regression) regularises toward the copy map instead of
+toward zero: the layer is fitted to the change ``y - x`` and the centre tap gets +1 back, i.e. it
+minimises ``sum_n (w.a_n - y_n)^2 + lam |w - w0|^2`` with w0 the copy map. With few training
+faces, or far from them, the output then falls back to the input face, not to the mean face.
+
 Defaults follow Masked Regression (Khan, Akram, Mahmood et al.): r = 3, lambda = 0.4 with the
 bias regularised, 128 x 128 RGB, one weight set per colour channel.
 """
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "reggan-local-ridge"
 FORMAT_VERSION = 1
 PADDINGS = ("zeros", "replicate")
+PRIORS = ("zero", "identity")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class RidgeConfig:
     regularize_bias: bool = True  # Masked Regression regularises the bias with the weights
     cross_channel: bool = False  # False: each output channel from its own input channel
     padding: str = "zeros"       # border handling: "zeros" or "replicate"
+    prior: str = "zero"          # what lambda pulls the weights toward: "zero" (Masked Regression) or
+                                 # "identity" (copy the input: the layer regresses the CHANGE y - x; ours)
     channels: int = 3            # C (RGB)
     size: int = 128              # H = W (the canonical aligned crop)
 
@@ -63,6 +71,8 @@ class RidgeConfig:
             raise ConfigError(f"RidgeConfig.lam={self.lam!r} must be a number >= 0 (e.g. 0.4)")
         if self.padding not in PADDINGS:
             raise ConfigError(f"RidgeConfig.padding={self.padding!r} is unknown; use one of {PADDINGS}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"RidgeConfig.prior={self.prior!r} is unknown; use one of {PRIORS}")
         if not isinstance(self.channels, int) or self.channels < 1:
             raise ConfigError(f"RidgeConfig.channels={self.channels!r} must be a positive integer")
         if not isinstance(self.size, int) or self.size < 1:
@@ -195,6 +205,8 @@ class RidgeAccumulator:
         b, c, s, _ = x.shape
         if b == 0:
             return
+        if cfg.prior == "identity":  # regress the change: the penalty then pulls toward the copy map
+            y = y.to(torch.promote_types(x.dtype, y.dtype)) - x
         if self._sums is not None:
             # one float dtype for both (float64 if either is); products are summed in float64
             work = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
@@ -302,7 +314,7 @@ class RidgeAccumulator:
         if self._sums is not None:
             weight, bias, bad = self._sums.solve(cfg.lam, cfg.regularize_bias)
             self._check_positive_definite(torch.from_numpy(bad).view(-1), cfg)
-            return torch.from_numpy(weight), torch.from_numpy(bias)
+            return self._add_prior(torch.from_numpy(weight), cfg), torch.from_numpy(bias)
         self._buffers.clear()                                   # batch work buffers are done
         gram, rhs = self.gram_rhs()
         ridge = gram.diagonal(dim1=-2, dim2=-1)                 # + lam R, in place
@@ -323,7 +335,12 @@ class RidgeAccumulator:
             sol = sol.view(s, s, d + 1, c).permute(3, 0, 1, 2)                 # (C, H, W, D+1)
         else:
             sol = sol.view(c, s, s, d + 1)
-        return sol[..., :d].contiguous(), sol[..., d].contiguous()
+        return self._add_prior(sol[..., :d].contiguous(), cfg), sol[..., d].contiguous()
+
+    @staticmethod
+    def _add_prior(weight: Tensor, cfg: RidgeConfig) -> Tensor:
+        """With ``prior="identity"`` the solve gave the change's weights; add the copy map back."""
+        return weight + identity_weights(cfg).to(weight) if cfg.prior == "identity" else weight
 
 
     def _check_positive_definite(self, bad: Tensor, cfg: RidgeConfig) -> None:
@@ -377,6 +394,16 @@ def iter_batches(data: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         yield torch.stack(xs), torch.stack(ys)
 
 
+def identity_weights(config: RidgeConfig) -> Tensor:
+    """(C, H, W, D) weights of the copy map: centre tap of each pixel's own channel = 1."""
+    c, s, d = config.channels, config.size, config.taps
+    weight = torch.zeros(c, s, s, d)
+    centre = (config.r * config.r) // 2
+    for ch in range(c):
+        weight[ch, :, :, (ch * config.r * config.r if config.cross_channel else 0) + centre] = 1.0
+    return weight
+
+
 class LocalRidge(nn.Module):
     """Locally connected r x r layer with per-pixel weights, fitted by closed-form ridge.
 
@@ -390,14 +417,9 @@ class LocalRidge(nn.Module):
         if not isinstance(config, RidgeConfig):
             raise ConfigError(f"LocalRidge needs a RidgeConfig, got {type(config).__name__}")
         self.config = config
-        c, s, d = config.channels, config.size, config.taps
         # identity map at start: centre tap 1 (own channel), everything else 0
-        weight = torch.zeros(c, s, s, d)
-        centre = (config.r * config.r) // 2
-        for ch in range(c):
-            weight[ch, :, :, (ch * config.r * config.r if config.cross_channel else 0) + centre] = 1.0
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(torch.zeros(c, s, s))
+        self.weight = nn.Parameter(identity_weights(config))
+        self.bias = nn.Parameter(torch.zeros(config.channels, config.size, config.size))
         self.register_buffer("n_fitted", torch.zeros((), dtype=torch.long))
 
     def extra_repr(self) -> str:
@@ -456,8 +478,11 @@ class LocalRidge(nn.Module):
         return model
 
     def ridge_penalty(self) -> Tensor:
-        """lam * (|w|^2 + |b|^2 if the bias is regularised): the penalty of the ridge objective."""
-        pen = (self.weight ** 2).sum()
+        """lam * (|w - w0|^2 + |b|^2 if the bias is regularised), w0 = 0 or the copy map (``prior``)."""
+        w = self.weight
+        if self.config.prior == "identity":
+            w = w - identity_weights(self.config).to(w)
+        pen = (w ** 2).sum()
         if self.config.regularize_bias:
             pen = pen + (self.bias ** 2).sum()
         return self.config.lam * pen

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from .categories import get_category
 from .config import TrainConfig, config_dict, differing_keys, from_dict, load_config, parse_pair
+from .augment import augmented_copies, jitter_pair
 from .data import index_dataset, load_face, load_splits, subjects_in
 from .errors import ConfigError, DataError, RegGANError
 from .imageio import atomic_path, save_image, to_uint8, write_text
@@ -488,8 +489,13 @@ def _plan_items(index, subjects: Sequence[str], source: str, targets: Sequence[s
             if source in index.images[s] and t in index.images[s]]
 
 
-def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: bool = False) -> None:
-    """Closed-form ridge fit of every target's layer on its training pairs (Masked Regression)."""
+def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: bool = False,
+               copies: int = 0, strength: float = 0.0, seed: int = 0) -> None:
+    """Closed-form ridge fit of every target's layer on its training pairs (Masked Regression).
+
+    ``copies`` > 0 adds that many colour/lighting-jittered versions of every pair
+    (:func:`reggan_core.augment.augmented_copies`, strength ``strength``).
+    """
     from tqdm.auto import tqdm
 
     for t in tqdm(model.targets, desc="ridge fit", disable=not progress, leave=False):
@@ -497,7 +503,41 @@ def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: b
         if not mine:
             raise DataError(f"no training pair for target {t!r}; add images or drop it from targets")
         x = bank.batch([(i.subject, i.source) for i in mine])
-        model.ridges[t].fit((x, bank.batch([(i.subject, t) for i in mine])))
+        y = bank.batch([(i.subject, t) for i in mine])
+        if copies and strength > 0:
+            x, y = augmented_copies(x, y, copies, strength, seed=seed)
+        model.ridges[t].fit((x, y))
+
+
+def drop_broken_pairs(items: Sequence[Item], bank: FaceBank, limit: float, run_dir: Path | None,
+                      progress: bool = False) -> list[Item]:
+    """Items whose target's rigid landmarks move <= ``limit`` eye distances (:mod:`reggan_core.pair_qc`).
+
+    Writes ``dropped_pairs.csv`` (subject, target, motion) into ``run_dir``; refuses to drop a
+    target's every pair.
+    """
+    from tqdm.auto import tqdm
+
+    from .pair_qc import pair_motions
+
+    faces = lambda i: ((i.subject, i.source), np.ascontiguousarray(bank.images[(i.subject, i.source)].permute(1, 2, 0).numpy()),  # noqa: E731
+                       np.ascontiguousarray(bank.images[(i.subject, i.target)].permute(1, 2, 0).numpy()))
+    motions = pair_motions(faces(i) for i in tqdm(items, desc="pair check", disable=not progress, leave=False))
+    kept = [i for i, m in zip(items, motions) if m <= limit]
+    for t in dict.fromkeys(i.target for i in items):
+        if not any(i.target == t for i in kept):
+            raise DataError(f"max_rigid_motion={limit:g} drops every {t} pair; raise it (e.g. 0.15) or set 0")
+    if run_dir is not None:
+        import pandas as pd
+
+        from .imageio import atomic_path
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"subject": i.subject, "target": i.target, "motion": m} for i, m in zip(items, motions) if m > limit]
+        with atomic_path(run_dir / "dropped_pairs.csv") as tmp:
+            pd.DataFrame(rows, columns=["subject", "target", "motion"]).to_csv(tmp, index=False)
+    log.info("pair check: kept %d of %d pairs (max_rigid_motion=%g)", len(kept), len(items), limit)
+    return kept
 
 
 @dataclass
@@ -553,6 +593,8 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
     if not items:
         raise DataError(f"no training subject has {plan.source} and {'/'.join(plan.targets)} images in {index.root}")
     bank = FaceBank(index, sorted(set(train_subj) | set(val_subj)), [plan.source, *plan.targets], cfg.align, cfg.size)
+    if cfg.max_rigid_motion > 0:
+        items = drop_broken_pairs(items, bank, cfg.max_rigid_motion, run_dir if d.main else None, cfg.progress)
     model = RegGAN(plan.targets, plan.source, cfg.conditional, cfg.refiner,
                    cfg.ridge if cfg.use_regression else None)
     model.train_subjects = list(train_subj)  # recorded in every checkpoint (leakage checks)
@@ -564,7 +606,8 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
     elif model.ridges is not None:
         if d.main:
             with torch.no_grad():
-                fit_ridges(model, bank, items, progress=cfg.progress)
+                fit_ridges(model, bank, items, progress=cfg.progress, copies=cfg.augment_ridge_copies,
+                           strength=cfg.augment, seed=cfg.seed)
         if d.world > 1:
             for t in model.ridges.state_dict().values():
                 dist.broadcast(t, 0)
@@ -589,9 +632,11 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
     with stop_on_interrupt(d) as interrupt:
         for step in bar:
             chosen, flips = sampler.batch(step - 1, cfg.batch_size, d.rank, d.world)
-            trainer.set_input(bank.batch([(i.subject, i.source) for i in chosen]),
-                              bank.batch([(i.subject, i.target) for i in chosen]),
-                              torch.tensor([i.label for i in chosen]), flips)
+            source = bank.batch([(i.subject, i.source) for i in chosen])
+            target = bank.batch([(i.subject, i.target) for i in chosen])
+            if cfg.augment > 0:  # drawn from (seed, step, rank): resumes exactly
+                source, target = jitter_pair(source, target, cfg.augment, step_generator(cfg.seed, 3, step, d.rank))
+            trainer.set_input(source, target, torch.tensor([i.label for i in chosen]), flips)
             losses = trainer.optimize_parameters(step)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if _any_rank(bool(bad), d, device):

@@ -7,6 +7,9 @@ a target among the 22 CFEE categories and a strength, and see side by side::
 
 with the expression classification score (ECS) and face similarity score (FSS) under each
 output, a map of the ridge layer's per-pixel weights and the r x r weights of one pixel.
+For an uploaded photo the panels are followed by *photo out*: the whole photo with its face
+changed (:func:`reggan_core.photo.paste_back`), shown from a downscaled copy so it stays
+fast; :meth:`Explorer.photo_result` returns it at the photo's full resolution.
 
 The model sits behind a small *backend* object, so the widget runs with any model:
 
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_OPTION = "(uploaded face)"
 MAX_UPLOAD_BYTES = 20 * 2**20
+PHOTO_DISPLAY_SIDE = 480  # long side of the photo-out view (the full-resolution photo: Explorer.photo_result())
 MAP_KINDS = ("gain", "centre", "abs", "bias")
 MAP_LABELS = {
     "gain": "gain: sum of the r x r weights (1 = copy the input, 0 = replace it by the bias)",
@@ -394,7 +398,9 @@ class Explorer:
     {"ecs", "p", "seen_as", "fss", "same"}; call ``wait()`` first, they arrive in the
     background), ``message`` (the status line), ``last_render_s`` and ``last_update_s``.
     Widgets: ``subject``, ``upload``, ``skip_align``, ``target``, ``strength``, ``live_metrics``,
-    ``map_kind``, ``channel``, ``px``, ``py``; the faces in ``images``, the map in ``map_image``.
+    ``map_kind``, ``channel``, ``px``, ``py``; the faces in ``images``, the map in ``map_image``,
+    the uploaded photo with its face changed in ``photo_image`` (inside ``photo_box``, hidden
+    unless the face is an aligned upload; full resolution: :meth:`photo_result`).
     ``align=True`` aligns dataset images on the fly (a raw CFEE copy; cached like the data layer).
     """
 
@@ -413,6 +419,9 @@ class Explorer:
         self.real: Tensor | None = None
         self.upload_face: np.ndarray | None = None
         self.upload_name = ""
+        self.upload_photo: np.ndarray | None = None   # the uploaded photo (RGB, full resolution)
+        self.upload_aligned = None                    # its reggan_core.photo.AlignedFace (None: not aligned)
+        self._photo_view: tuple[np.ndarray, Any] | None = None  # downscaled copy + its AlignedFace
         self.outputs: dict[str, Tensor | None] = {}
         self.scores: dict[str, dict[str, Any]] = {}
         self.message = ""
@@ -466,12 +475,16 @@ class Explorer:
         self.px = W.IntSlider(value=s // 2 - 10, min=0, max=s - 1, description="pixel x")
         self.py = W.IntSlider(value=int(s * 0.72), min=0, max=s - 1, description="pixel y")
         self.map_image = W.Image(format="png", width=2 * px, height=2 * px)
+        self.photo_image = W.Image(format="jpeg")
+        self.photo_caption = W.HTML()
+        self.photo_box = W.VBox([self.photo_caption, self.photo_image], layout=W.Layout(display="none"))
         self.map_caption = W.HTML()
         self.kernel_html = W.HTML()
         # CSS classes: stable handles for the browser test (and for users' own styling)
         for w, cls in ((self.subject, "subject"), (self.target, "target"), (self.strength, "strength"),
                        (self.upload, "upload"), (self.status, "status"), (self.map_image, "map"),
-                       (self.kernel_html, "kernel"), (self.px, "px"), (self.py, "py")):
+                       (self.kernel_html, "kernel"), (self.px, "px"), (self.py, "py"),
+                       (self.photo_image, "photo-out")):
             w.add_class("reggan-" + cls)
         for c in self.COLUMNS:
             self.images[c].add_class("reggan-" + c.replace(" ", "-"))
@@ -492,6 +505,7 @@ class Explorer:
             W.HBox([self.target, self.strength, self.live_metrics]),
             self.status,
             W.HBox(columns),
+            self.photo_box,
             W.HTML("<b>Local ridge layer</b>: every output pixel is a linear function of the r x r "
                    "neighbourhood of the same pixel in the input, plus a bias."),
             W.HBox([self.map_kind, self.channel]),
@@ -534,7 +548,8 @@ class Explorer:
         """Use an uploaded photo: decode, align (unless ``skip_align``), show it. False on bad input."""
         try:
             with self._dlib_lock:
-                face = decode_upload(data, name, self.config.size, align=not self.skip_align.value)
+                face, photo, aligned = decode_upload_photo(data, name, self.config.size,
+                                                           align=not self.skip_align.value)
         except Exception as exc:  # one line, never a traceback
             if not isinstance(exc, RegGANError):
                 log.debug("upload %s failed", name, exc_info=exc)
@@ -542,6 +557,12 @@ class Explorer:
                      error=True)
             return False
         self.upload_face, self.upload_name = face, name
+        self.upload_photo, self.upload_aligned = photo, aligned
+        self._photo_view = None
+        if aligned is not None:  # a small copy for the photo-out view (fast to blend and encode)
+            from .photo import _shrink_photo
+
+            self._photo_view = _shrink_photo(photo, aligned, PHOTO_DISPLAY_SIDE)
         if self.subject.value == UPLOAD_OPTION:
             self._on_face(None)
         else:
@@ -605,6 +626,7 @@ class Explorer:
             except Exception as exc:
                 self.outputs, error = {}, exc
             self._show_faces()
+            self._show_photo()
             self._show_weights()
             self.last_render_s = time.perf_counter() - t0
         except Exception as exc:
@@ -712,6 +734,47 @@ class Explorer:
             self.images[col].value = encode_image(arr, cfg.image_format, cfg.jpeg_quality)
             self.captions[col].value = f"<div style='font-size:12px;text-align:center'>{html.escape(captions[col])}</div>"
 
+    def _photo_output(self) -> tuple[str, Tensor] | None:
+        """(column, tensor) pasted into the photo: the refined output, else the regression."""
+        for col in ("refined", "regression"):
+            if self.outputs.get(col) is not None:
+                return col, self.outputs[col]
+        return None
+
+    def photo_result(self) -> np.ndarray | None:
+        """The uploaded photo at full resolution with its face changed as the panels show it.
+
+        None unless the current face is an aligned upload with an output. The model's change
+        (output - input crop) is pasted back through the feathered face mask
+        (:func:`reggan_core.photo.paste_back`); pixels outside the mask are the photo's own.
+        """
+        from .photo import paste_back
+
+        picked = self._photo_output()
+        if self.subject.value != UPLOAD_OPTION or self.upload_aligned is None or picked is None:
+            return None
+        return paste_back(self.upload_photo, to_uint8(picked[1]), self.upload_face, self.upload_aligned)
+
+    def _show_photo(self) -> None:
+        """The photo-out view under the panels (a downscaled copy: a few ms even for big photos)."""
+        from .photo import paste_back
+
+        picked = self._photo_output()
+        if self.subject.value != UPLOAD_OPTION or self._photo_view is None or picked is None:
+            self.photo_box.layout.display = "none"
+            return
+        small, face = self._photo_view
+        view = paste_back(small, to_uint8(picked[1]), self.upload_face, face)
+        self.photo_image.value = encode_image(view, self.config.image_format, self.config.jpeg_quality)
+        self.photo_image.width, self.photo_image.height = view.shape[1], view.shape[0]
+        h, w = self.upload_photo.shape[:2]
+        self.photo_caption.value = (
+            f"<div style='font-size:12px'><b>photo out</b> ({picked[0]} output pasted back into "
+            f"{html.escape(self.upload_name)}, "
+            f"{w}x{h} px; shown at {view.shape[1]}x{view.shape[0]}; full resolution: "
+            "<code>explorer.photo_result()</code>)</div>")
+        self.photo_box.layout.display = "flex"
+
     def _show_metrics(self, pending: bool = False) -> None:
         for col in self.COLUMNS:
             sc = self.scores.get(col)
@@ -776,13 +839,21 @@ def _fmt(v: float) -> str:
 
 
 def decode_upload(data: bytes, name: str = "upload", size: int = 128, align: bool = True) -> np.ndarray:
-    """Uploaded bytes -> aligned RGB uint8 (size, size, 3) crop.
+    """Uploaded bytes -> aligned RGB uint8 (size, size, 3) crop (see :func:`decode_upload_photo`)."""
+    return decode_upload_photo(data, name, size, align)[0]
+
+
+def decode_upload_photo(data: bytes, name: str = "upload", size: int = 128,
+                        align: bool = True) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Uploaded bytes -> (RGB uint8 (size, size, 3) crop, the RGB photo, its AlignedFace or None).
 
     Goes through :func:`reggan_core.imageio.load_image` (corrupt / tiny / grey / RGBA checks)
-    and :func:`reggan_core.faces.align_face`; errors are one-line :class:`DataError`\\ s that
-    name the upload, not the temporary file.
+    and :func:`reggan_core.photo.align_faces` (the largest face, reflection-padded: the crop
+    the photo-out path uses); errors are one-line :class:`DataError`\\ s that name the upload,
+    not the temporary file. ``align=False``: the crop is the photo resized, no AlignedFace.
     """
-    from .faces import align_face, resize_crop
+    from .faces import resize_crop
+    from .photo import align_faces
 
     if not data:
         raise DataError(f"upload {name} is empty; choose an image file")
@@ -798,5 +869,6 @@ def decode_upload(data: bytes, name: str = "upload", size: int = 128, align: boo
         except DataError as exc:
             raise DataError(str(exc).replace(str(path), name)) from None
     if not align:
-        return img if img.shape[:2] == (size, size) else resize_crop(img, size)
-    return align_face(img, size=size, name=name)
+        return (img if img.shape[:2] == (size, size) else resize_crop(img, size)), img, None
+    face = align_faces(img, size=size, name=name)[0]
+    return face.crop, img, face

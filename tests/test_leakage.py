@@ -97,3 +97,24 @@ def test_face_grid_draws_every_face_at_128_px_with_colour_bars(tmp_path):
     assert len(fig.axes) == 6   # 4 faces + 2 colour bars
     with Image.open(tmp_path / "g.png") as im:
         assert im.format == "PNG" and im.size[0] >= 2 * 128 and im.size[1] >= 2 * 128
+
+
+SHIPPED_V2 = [REPO / "checkpoints" / "reggan_v2.pt", REPO / "checkpoints" / "refiner_only_v2.pt"]
+
+
+@pytest.mark.parametrize("path", SHIPPED_V2, ids=lambda p: p.name)
+def test_shipped_v2_checkpoints_hold_out_every_scored_person(path):
+    """Trained on dataset v2's train split exactly; val, test, real_pairs and ood subjects never seen."""
+    from reggan_core.data import dataset_root
+
+    root = dataset_root("v2")
+    if not (root / "splits.csv").is_file():
+        pytest.skip("dataset v2 is not built (make dataset-v2)")
+    splits = read_splits(root / "splits.csv")
+    train = training_subjects(path)
+    assert train is not None and sorted(train) == sorted(subjects_in(splits, "train"))
+    held = [s for s, v in splits.items() if v != "train"]
+    assert len(held) >= 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_no_leakage(load_generator(path), held) == []

@@ -225,3 +225,19 @@ def test_load_generator_refuses_bad_files(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match="not a RegGAN checkpoint"):
         load_generator(tmp_path / "other.pt")
+
+
+def test_resize_upsampling_refiner_starts_as_identity_and_differs_in_layers():
+    from reggan_core.config import load_config
+    from reggan_core.errors import ConfigError
+    from reggan_core.networks import Refiner
+
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    labels = torch.tensor([0, 2])
+    resize = Refiner(n_labels=3, ngf=8, upsample="resize")
+    assert torch.equal(resize(x, labels), x)                       # zero-initialised head: identity
+    kinds = {type(m).__name__ for m in resize.body}
+    assert "Upsample" in kinds and "ConvTranspose2d" not in kinds
+    assert "ConvTranspose2d" in {type(m).__name__ for m in Refiner(n_labels=3, ngf=8).body}
+    with pytest.raises(ConfigError, match="refiner.upsample='bilinear' is invalid"):
+        load_config(overrides=["refiner.upsample=bilinear"])

@@ -47,7 +47,8 @@ def _cuda() -> bool:
 
 # (parameter, value as printed) -> replacement value, or None to drop the parameter; and why
 OFFLINE_SUBSTITUTIONS: dict[tuple[str, str], tuple[str | None, str]] = {
-    ("dataset_root", "/data/CFEE"): (None, "CFEE is licensed and not in the repository: embedded dataset instead"),
+    ("dataset_root", "/data/CFEE"): (None, "CFEE is licensed and not in the repository: the notebook's default "
+                                       "dataset (v2) instead"),
     ("device", "cuda"): ("cuda" if _cuda() else "cpu", "no GPU on the test machine"),
     ("iterations", "200000"): ("2", "200000 steps take days on a CPU"),
 }

@@ -480,3 +480,42 @@ def test_a_fit_leaves_torchs_thread_count_alone(layer):
         pytest.skip("numba's OpenMP layer is not available on this machine")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "1"
+
+
+@pytest.mark.parametrize("cross_channel", [False, True])
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+def test_identity_prior_solves_ridge_toward_the_copy_map(cross_channel, padding, backend):
+    """prior='identity': w = (A^T A + lam I)^-1 (A^T y + lam w0), w0 the copy map (generalised ridge)."""
+    cfg = RidgeConfig(r=3, lam=0.7, size=6, prior="identity", cross_channel=cross_channel, padding=padding)
+    x, y = random_pairs(n=15, s=6, seed=11)
+    model = LocalRidge(cfg).double().fit((x, y), batch_size=4, backend=backend)
+    patches = ref_patches(x.numpy(), cfg.r, cfg.padding)
+    n, c = x.shape[:2]
+    centre = cfg.r * cfg.r // 2
+    for ch in range(c):
+        for p in (0, 7, 20, 35):
+            a = np.c_[pixel_design(patches, ch, p, cross_channel), np.ones(n)]
+            w0 = np.zeros(a.shape[1])
+            w0[(ch * cfg.r * cfg.r if cross_channel else 0) + centre] = 1.0
+            ref = np.linalg.solve(a.T @ a + cfg.lam * np.eye(a.shape[1]),
+                                  a.T @ y[:, ch].reshape(n, -1)[:, p].numpy() + cfg.lam * w0)
+            ours = np.r_[model.weight[ch].reshape(-1, cfg.taps)[p].detach().numpy(),
+                         model.bias[ch].reshape(-1)[p].item()]
+            np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_identity_prior_with_huge_lambda_copies_the_input():
+    x, y = random_pairs(seed=12)
+    zero = LocalRidge(RidgeConfig(size=8, lam=1e9)).double().fit((x, y))
+    ident = LocalRidge(RidgeConfig(size=8, lam=1e9, prior="identity")).double().fit((x, y))
+    assert float(zero(x).abs().max()) < 1e-6                      # zero prior: the output fades to 0
+    assert float((ident(x) - x).abs().max()) < 1e-6               # identity prior: the input face
+    with torch.enable_grad():
+        ident.ridge_objective(x, y).backward()                    # and it is the stationary point
+    g = torch.cat([ident.weight.grad.flatten(), ident.bias.grad.flatten()]).norm()
+    assert g < 1e-6 * 1e9
+
+
+def test_unknown_prior_is_one_line():
+    with pytest.raises(ConfigError, match="prior='mean' is unknown"):
+        RidgeConfig(prior="mean")

@@ -295,7 +295,8 @@ sys.exit(T.main(sys.argv[1:]))
 
 
 def test_resume_after_kill_matches_unbroken_run(tiny_root, tmp_path):
-    extra = {"gan_loss": "wgangp", "finetune_regression": True}  # GP randomness and ridge grads too
+    extra = {"gan_loss": "wgangp", "finetune_regression": True,  # GP randomness and ridge grads too
+             "augment": 0.2, "augment_ridge_copies": 1}               # and the pair jitter
     unbroken = tiny_config(tiny_root, tmp_path / "unbroken", **extra)
     (ref_dir,) = train(load_config(write_json(unbroken, tmp_path / "a.json")))
     cfg_b = write_json(tiny_config(tiny_root, tmp_path / "killed", **extra), tmp_path / "b.json")
@@ -363,8 +364,13 @@ def test_generate_folder_with_bad_images(tiny_run, mixed_folder, tmp_path, capsy
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped")]
     assert len(err) == 2 and any("broken.jpg" in e and "corrupt" in e for e in err)
     assert any("noise.png" in e and "no face" in e for e in err)
-    img = np.asarray(Image.open(out / "astronaut_happy.png"))
-    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    img = np.asarray(Image.open(out / "astronaut_happy.png"))  # photo in, photo out: the photo's own size
+    src = np.asarray(Image.open(next(mixed_folder.glob("astronaut.*"))).convert("RGB"))
+    assert img.shape == src.shape and img.dtype == np.uint8
+    crops = tmp_path / "crops"
+    generate_main(["--checkpoint", str(tiny_run / "generator.pt"), "--input", str(mixed_folder),
+                   "--target", "happy", "--out", str(crops), "--crop"])
+    assert np.asarray(Image.open(crops / "astronaut_happy.png")).shape == (32, 32, 3)  # --crop: the model's crop
 
 
 def test_generate_without_alignment_and_strength(tiny_run, mixed_folder, tmp_path):

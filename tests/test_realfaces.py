@@ -1,0 +1,182 @@
+"""Real-face benchmark (reggan_core.metrics.realfaces, benchmarks/bench_real_faces.py): subjects, scores, files, CLI."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reggan_core.data import dataset_root
+
+REPO = Path(__file__).resolve().parent.parent
+V2 = dataset_root("v2")
+pytestmark = pytest.mark.skipif(not (V2 / "splits.csv").is_file(), reason="dataset v2 not built (make dataset-v2)")
+
+
+def _independent_split_table() -> dict[str, tuple[str, str]]:
+    """subject -> (split, source), parsed here with the csv module only."""
+    with open(V2 / "splits.csv", newline="") as fh:
+        reader = csv.reader(fh)
+        head = next(reader)
+        i_s, i_sp, i_src = head.index("subject"), head.index("split"), head.index("source")
+        return {row[i_s]: (row[i_sp], row[i_src]) for row in reader if row}
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from reggan_core.metrics import realfaces as rf
+
+    return rf.load_faces(V2)
+
+
+def test_subject_selection_matches_splits_csv():
+    from reggan_core.metrics import realfaces as rf
+
+    table = _independent_split_table()
+    held = rf.heldout_real_subjects(V2)
+    expected = sorted(s for s, (sp, src) in table.items() if sp in {"val", "test"} and "+" not in src)
+    assert held == expected and held
+    for s in held:
+        split, src = table[s]
+        assert "+" not in src and split != "train" and split in {"val", "test"}
+    # every val/test subject left out is a morph, and no train subject slipped in
+    left = [s for s, (sp, src) in table.items() if sp in {"val", "test"} and s not in held]
+    assert left and all("+" in table[s][1] for s in left)
+    assert not set(held) & {s for s, (sp, _) in table.items() if sp == "train"}
+    assert rf.performer_subjects(V2) == sorted(s for s, (sp, _) in table.items() if sp == "real_pairs")
+
+
+def test_faces_loaded_with_real_targets_only_for_performers(faces):
+    from PIL import Image
+
+    for f in faces:
+        assert f.neutral.shape == (128, 128, 3) and f.neutral.dtype == np.uint8
+        if f.group == "held-out":
+            assert f.real == {}
+        else:
+            assert f.real, f.subject
+            for t, img in f.real.items():   # the real frame as read independently by PIL
+                ref = np.asarray(Image.open(V2 / f.subject / f"{t}.jpg").convert("RGB"))
+                assert np.array_equal(img, ref)
+
+
+def _oracle(faces):
+    """A method that returns each performer's real target frame (looked up by the input's bytes)."""
+    by_input = {f.neutral.tobytes(): f for f in faces}
+
+    def method(x: np.ndarray, target: str) -> np.ndarray:
+        return np.stack([by_input[a.tobytes()].real[target] for a in x])
+
+    return method
+
+
+def test_real_target_method_gets_zero_l1_and_judge_accuracy(faces):
+    from reggan_core.metrics import realfaces as rf
+    from reggan_core.metrics.ecs import get_classifier
+
+    fer = get_classifier("fer")
+    judges = rf.Judges({"fer": fer}, {})
+    with_happy = [f for f in faces if "happy" in f.real]
+    assert len(with_happy) >= 2
+    outs = rf.run_method(_oracle(with_happy), with_happy, ["happy"], "oracle")
+    rows = rf.score_outputs("oracle", with_happy, outs, judges)
+    (row,) = rows
+    assert row["l1"] == 0.0 and row["n_l1"] == len(with_happy)
+    # the judge's accuracy on the real happy frames, computed independently
+    probs = fer.predict([f.real["happy"] for f in with_happy])
+    acc = float(np.mean(probs.argmax(1) == list(fer.classes).index("happy")))
+    assert row["ecs_fer"] == pytest.approx(acc)
+    # a method that returns the wrong frame has the L1 numpy gives
+    shifted = rf.run_method(lambda x, t: x[::-1].copy(), with_happy, ["happy"])
+    (r2,) = rf.score_outputs("rev", with_happy, shifted, judges)
+    ref = np.mean([np.abs(a.astype(float) - f.real["happy"].astype(float)).mean() / 255
+                   for a, f in zip(np.stack([f.neutral for f in with_happy])[::-1], with_happy)])
+    assert r2["l1"] == pytest.approx(ref) and r2["l1"] > 0.01
+
+
+def test_copy_input_keeps_identity(faces):
+    from reggan_core.metrics import realfaces as rf
+    from reggan_core.metrics.fss import get_embedder
+
+    perf = [f for f in faces if f.group == "real_pairs"]
+    dlib, faceres = get_embedder("dlib"), get_embedder("faceres")
+    judges = rf.Judges({}, {"dlib": dlib, "faceres": faceres})   # uncached: outputs embedded anew
+    outs = rf.run_method(rf.copy_input, perf, ["happy"])
+    (row,) = rf.score_outputs("copy-input", perf, outs, judges)
+    assert row["dlib_distance"] < 1e-6
+    assert row["faceres_cosine"] == pytest.approx(1.0, abs=1e-6)
+    # another person's face as output: the distance numpy gives from independent embeddings, clearly > 0
+    rolled = rf.run_method(lambda x, t: np.roll(x, 1, axis=0), perf, ["happy"])
+    (r2,) = rf.score_outputs("rolled", perf, rolled, judges)
+    e, _ = dlib.embed([f.neutral for f in perf])
+    assert r2["dlib_distance"] == pytest.approx(np.linalg.norm(e - np.roll(e, 1, axis=0), axis=1).mean(), abs=1e-9)
+    assert r2["dlib_distance"] > 0.3
+
+
+def test_bad_method_output_is_one_line(faces):
+    from reggan_core.errors import DataError
+    from reggan_core.metrics import realfaces as rf
+
+    with pytest.raises(DataError, match="must return uint8") as exc:
+        rf.run_method(lambda x, t: x[:1], faces[:3], ["happy"], "short")
+    assert "\n" not in str(exc.value)
+
+
+def _fake_result(faces):
+    from reggan_core.metrics import realfaces as rf
+
+    rows = []
+    for m, e in (("copy-input", 0.1), ("RegGAN", 0.95)):
+        for t in rf.BASIC_TARGETS:
+            for g, n in (("held-out", 12), ("real_pairs", 4)):
+                rows.append({"method": m, "target": t, "group": g, "n": n, "ecs_fer": e, "ecs_faceapi": e,
+                             "dlib_distance": 0.0 if m == "copy-input" else 0.3, "faceres_cosine": 0.9,
+                             "l1": float("nan"), "n_l1": 0,
+                             "_per_face": {"hits": {"fer": np.full(n, e), "faceapi": np.full(n, e)},
+                                           "dlib_distance": np.full(n, 0.3), "faceres_cosine": np.full(n, 0.9),
+                                           "l1": np.full(n, np.nan)}})
+    rows += rf.overall_rows(rows)
+    return {"rows": rows, "fid": {}, "floor": {}, "outputs": {}, "faces": faces, "targets": list(rf.BASIC_TARGETS)}
+
+
+def test_table_writer_is_atomic_and_writes_csv(tmp_path, faces, monkeypatch):
+    import reggan_core.imageio as io_mod
+    from reggan_core.metrics import realfaces as rf
+
+    result = _fake_result(faces)
+    md = tmp_path / "res.md"
+    md.write_text("old table\n")
+    (tmp_path / "res.csv").write_text("old,csv\n")
+
+    real_replace = io_mod.os.replace
+
+    def failing_replace(src, dst):   # the write dies at the final rename
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        rf.write_results(result, md, "# header")
+    assert md.read_text() == "old table\n"                      # old content intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.md"]   # no temp file left
+    monkeypatch.setattr(io_mod.os, "replace", real_replace)
+
+    md_path, csv_path = rf.write_results(result, md, "# header")
+    text = md_path.read_text()
+    assert text.startswith("# header") and "| held-out | happy | RegGAN | 12 | 0.95 | 0.95 |" in text
+    assert "happy ECS >= 0.90" in text and "| yes |" in text
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(result["rows"]) and {r["method"] for r in rows} == {"copy-input", "RegGAN"}
+
+
+def test_cli_missing_checkpoint_is_one_line(tmp_path):
+    missing = tmp_path / "nope.pt"
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_real_faces.py"), "--reggan", str(missing),
+                        "--out", str(tmp_path / "x.md")], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert p.returncode == 2
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and "--reggan" in err and str(missing) in err
+    assert not (tmp_path / "x.md").exists()
