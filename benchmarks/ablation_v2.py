@@ -68,11 +68,11 @@ def ridge_methods(variants, targets, root, progress: bool = True) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from reggan_core.augment import augmented_copies
     from reggan_core.data import index_dataset, read_splits, subjects_in
     from reggan_core.imageio import to_uint8
-    from reggan_core.regression import LocalRidge, RidgeConfig
-    from reggan_core.train import FaceBank, Item, drop_broken_pairs
+    from reggan_core.model import RegGAN
+    from reggan_core.regression import RidgeConfig
+    from reggan_core.train import FaceBank, Item, drop_broken_pairs, fit_ridges
 
     index = index_dataset(root)
     train = subjects_in(read_splits(Path(index.root) / "splits.csv"), "train")
@@ -86,14 +86,9 @@ def ridge_methods(variants, targets, root, progress: bool = True) -> dict:
             if v.max_rigid_motion not in checked:
                 checked[v.max_rigid_motion] = drop_broken_pairs(items, bank, v.max_rigid_motion, None)
             use = checked[v.max_rigid_motion]
-        layers = {}
-        for t in targets:
-            mine = [i for i in use if i.target == t]
-            x = bank.batch([(i.subject, "neutral") for i in mine])
-            y = bank.batch([(i.subject, t) for i in mine])
-            if v.copies and v.augment > 0:
-                x, y = augmented_copies(x, y, v.copies, v.augment, seed=0)
-            layers[t] = LocalRidge(RidgeConfig(prior=v.prior, lam=v.lam)).fit((x, y))
+        model = RegGAN(list(targets), ridge=RidgeConfig(prior=v.prior, lam=v.lam))   # the trainer's own fit
+        fit_ridges(model, bank, use, copies=v.copies, strength=v.augment, seed=0)
+        layers = model.ridges
 
         def run(faces, target, layers=layers, k=v.strength):
             x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -129,6 +129,10 @@ class FaceBank:
     def has(self, subject: str, category: str) -> bool:
         return (subject, category) in self.images
 
+    def array(self, subject: str, category: str) -> np.ndarray:
+        """One face as a contiguous RGB uint8 (H, W, 3) array (for dlib and NumPy code)."""
+        return np.ascontiguousarray(self.images[(subject, category)].permute(1, 2, 0).numpy())
+
     def batch(self, keys: Sequence[tuple[str, str]]) -> Tensor:
         """Float (B, 3, H, W) in [-1, 1]."""
         return torch.stack([self.images[k] for k in keys]).float() / 127.5 - 1.0
@@ -520,17 +524,15 @@ def drop_broken_pairs(items: Sequence[Item], bank: FaceBank, limit: float, run_d
 
     from .pair_qc import pair_motions
 
-    faces = lambda i: ((i.subject, i.source), np.ascontiguousarray(bank.images[(i.subject, i.source)].permute(1, 2, 0).numpy()),  # noqa: E731
-                       np.ascontiguousarray(bank.images[(i.subject, i.target)].permute(1, 2, 0).numpy()))
-    motions = pair_motions(faces(i) for i in tqdm(items, desc="pair check", disable=not progress, leave=False))
+    pairs = (((i.subject, i.source), bank.array(i.subject, i.source), bank.array(i.subject, i.target))
+             for i in tqdm(items, desc="pair check", disable=not progress, leave=False))
+    motions = pair_motions(pairs)
     kept = [i for i, m in zip(items, motions) if m <= limit]
     for t in dict.fromkeys(i.target for i in items):
         if not any(i.target == t for i in kept):
             raise DataError(f"max_rigid_motion={limit:g} drops every {t} pair; raise it (e.g. 0.15) or set 0")
     if run_dir is not None:
         import pandas as pd
-
-        from .imageio import atomic_path
 
         run_dir.mkdir(parents=True, exist_ok=True)
         rows = [{"subject": i.subject, "target": i.target, "motion": m} for i, m in zip(items, motions) if m > limit]
