@@ -62,17 +62,19 @@ site: env
 # both cores: pytest-xdist, one worker per test file / notebook (JOBS=1 runs them one at a time)
 JOBS ?= 2
 XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
+# the slowest tests / notebook cells are listed at the end of each run (keeps the 15-min budget visible)
+DURATIONS = --durations=12 --durations-min=5
 
 test: env browser-deps $(V2)
-	$(PY) -m pytest $(XDIST) tests
-	$(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(PY) -m pytest $(XDIST) $(DURATIONS) tests
+	$(PY) -m pytest $(XDIST) $(DURATIONS) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 	@echo "make test: all tests and notebooks passed"
 
 test-py: env
-	$(PY) -m pytest $(XDIST) tests
+	$(PY) -m pytest $(XDIST) $(DURATIONS) tests
 
 test-nb: env $(V2)
-	$(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(PY) -m pytest $(XDIST) $(DURATIONS) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 dataset: env
 	$(PY) datasets/make_embedded.py

@@ -16,7 +16,7 @@ Two measurements per model, both with ``torch.inference_mode`` and torch's defau
   still, resized), with the time of each stage. Median of ``--photo-repeats`` calls after one.
 
 Models: ``--checkpoint`` (default ``checkpoints/reggan_v2.pt`` when it exists, else
-``checkpoints/reggan_embedded.pt``) and ``checkpoints/refiner_only_embedded.pt`` when present,
+``checkpoints/reggan_embedded.pt``) and its refiner-only twin (``refiner_only_v2.pt`` / ``_embedded.pt``) when present,
 else freshly initialised models of the same architecture (speed does not depend on the
 weights); plus the default US-GAN width (ngf = 64) for reference.
 
@@ -53,6 +53,12 @@ def _show(path: Path) -> str:
         return str(path)
 
 
+def default_baseline(checkpoint: Path) -> Path:
+    """The refiner-only checkpoint trained beside ``checkpoint`` (v2 with v2, else the v1 one)."""
+    v2 = ROOT / "checkpoints" / "refiner_only_v2.pt"
+    return v2 if v2.is_file() and checkpoint.name.endswith("_v2.pt") else ROOT / "checkpoints" / "refiner_only_embedded.pt"
+
+
 def build_models(checkpoint: Path | None = None):
     """(name, model, source) for the shipped checkpoints or same-size fresh models."""
     from reggan_core.categories import CATEGORY_NAMES
@@ -64,7 +70,7 @@ def build_models(checkpoint: Path | None = None):
     out = []
     checkpoint = checkpoint or default_checkpoint()
     for name, path, ridge in (("RegGAN", checkpoint, RidgeConfig()),
-                              ("refiner-only", ROOT / "checkpoints" / "refiner_only_embedded.pt", None)):
+                              ("refiner-only", default_baseline(checkpoint), None)):
         if path.is_file():
             model = load_generator(path)
             width = model.refiner_config.ngf if hasattr(model, "refiner_config") else 32

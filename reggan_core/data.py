@@ -71,6 +71,21 @@ class FaceIndex:
                 if s in self.images[subj] and t in self.images[subj]]
 
 
+def target_methods(root: str | os.PathLike) -> dict[tuple[str, str], str]:
+    """How each image of a dataset was made, from its ``manifest.csv``: (subject, category) -> method.
+
+    Dataset v2 writes one (``real frame``, ``identity``, ``AU synthesis``, ...); a folder without
+    one (v1, a CFEE copy) gives ``{}``, meaning every image is a photograph. The explorer uses it
+    so that a synthesised target is not captioned "real".
+    """
+    path = Path(root) / "manifest.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {(r["subject"], r["category"]): r.get("method", "") for r in csv.DictReader(f)
+                if r.get("subject") and r.get("category")}
+
+
 def index_dataset(root: str | os.PathLike | None = None, strict: bool = True) -> FaceIndex:
     """Scan ``root`` laid out as ``<subject>/<category>.<ext>`` (or a dataset name: 'v1', 'v2').
 

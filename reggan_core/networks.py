@@ -95,6 +95,57 @@ class ResidualBlock(nn.Module):
 
 UPSAMPLES = ("transpose", "resize")
 
+# rows (and columns) of a 3x3 kernel that land on the same low-resolution pixel after a
+# nearest x2 upsampling: output phase 0 reads pixels (i-1, i), phase 1 reads (i, i+1)
+_PHASE_SUMS = torch.tensor([[[1., 0., 0.], [0., 1., 1.]],
+                            [[1., 1., 0.], [0., 0., 1.]]])
+
+
+def resize_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(reflect_pad(nearest_x2(x)))`` computed at the input's resolution.
+
+    After a nearest x2 upsampling, each 3x3 window covers only 2x2 distinct input pixels, so
+    every output phase (py, px) is a 2x2 convolution of the input with summed taps, and the
+    reflection padding of the upsampled image is replication padding of the input. One conv
+    with the four phase kernels stacked, then a pixel shuffle, gives the same numbers with
+    16 instead of 36 multiply-adds per input pixel and channel pair (tested against the
+    literal ``nn.Upsample`` + ``nn.ReflectionPad2d`` + ``nn.Conv2d``).
+    """
+    w = conv.weight                                           # (out, in, 3, 3)
+    r = _PHASE_SUMS.to(w)                                     # (2, 2, 3)
+    k = torch.einsum("pay,oiyx,qbx->opqiab", r, w, r)         # (out, py, px, in, 2, 2)
+    out_ch = w.shape[0]
+    k = k.reshape(out_ch * 4, w.shape[1], 2, 2)
+    bias = conv.bias.repeat_interleave(4) if conv.bias is not None else None
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, bias)   # (B, out*4, H+1, W+1)
+    h, wd = x.shape[-2:]
+    y = y.view(y.shape[0], out_ch, 2, 2, h + 1, wd + 1)
+    phases = torch.stack([torch.stack([y[:, :, py, px, py:py + h, px:px + wd] for px in (0, 1)], 2)
+                          for py in (0, 1)], 2)               # (B, out, 2, 2, H, W)
+    return F.pixel_shuffle(phases.reshape(y.shape[0], out_ch * 4, h, wd), 2)
+
+
+class RefinerBody(nn.Sequential):
+    """The refiner's layer stack; runs each ``Upsample(x2, nearest) -> ReflectionPad2d(1) -> 3x3 Conv2d``
+    triple as :func:`resize_conv`. The modules (and so the checkpoints' keys) are the plain ones;
+    only their forward hooks do not fire for a fused triple (its conv's weights are used directly)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        mods = list(self)
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if (isinstance(m, nn.Upsample) and i + 2 < len(mods) and isinstance(mods[i + 1], nn.ReflectionPad2d)
+                    and isinstance(mods[i + 2], nn.Conv2d) and mods[i + 2].kernel_size == (3, 3)
+                    and mods[i + 2].stride == (1, 1) and mods[i + 2].padding == (0, 0)
+                    and m.scale_factor in (2, 2.0) and m.mode == "nearest"):
+                x = resize_conv(x, mods[i + 2])
+                i += 3
+            else:
+                x = m(x)
+                i += 1
+        return x
+
 
 class Refiner(nn.Module):
     """US-GAN-style refiner: 128x128 in, 128x128 out, a residual on its input.
@@ -155,7 +206,7 @@ class Refiner(nn.Module):
             layers += [norm_layer(norm, ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
-        self.body = nn.Sequential(*layers)
+        self.body = RefinerBody(*layers)
         init_weights(self)
         if skip:  # residual starts at exactly zero: an untrained refiner returns its input
             nn.init.zeros_(layers[-2].weight)

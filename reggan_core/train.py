@@ -437,7 +437,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class CsvLog:
-    """``log.csv`` with one row per logged step; on resume, rows after the checkpoint are dropped."""
+    """``log.csv`` with one row per logged step; on resume, rows after the checkpoint are dropped.
+
+    ``elapsed_s`` is training time: a resumed run continues from the last kept row's value
+    (``last_elapsed``), so the log's final row gives the whole run's time, not the last piece's.
+    """
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
@@ -446,6 +450,10 @@ class CsvLog:
             with open(path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh)
                         if r.get("step", "").isdigit() and int(r["step"]) <= resume_step and None not in r.values()]
+        try:
+            self.last_elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
+        except ValueError:
+            self.last_elapsed = 0.0
         buf = io.StringIO()
         w = csv.DictWriter(buf, LOG_COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -625,7 +633,8 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
         write_config(cfg, run_dir / "config.json")
         csv_log = CsvLog(run_dir / "log.csv", start if plan.resume_from is not None else None)
     sampler = Sampler(items, cfg.seed, cfg.flip)
-    t0 = t_last = time.perf_counter()
+    t_last = time.perf_counter()
+    t0 = t_last - (csv_log.last_elapsed if csv_log is not None else 0.0)  # elapsed_s goes on after a resume
     bar = tqdm(range(start + 1, cfg.iterations + 1), initial=start, total=cfg.iterations,
                disable=not (d.main and cfg.progress), desc=run_dir.name, leave=False)
     step, last_logged = start, start

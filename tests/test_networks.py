@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from reggan_core.config import RefinerConfig
 from reggan_core.errors import ConfigError
 from reggan_core.model import RegGAN, load_generator, make_discriminator, pack_ridges, save_generator, unpack_ridges
-from reggan_core.networks import (GENERATORS, PatchDiscriminator, Refiner, UNet, build_discriminator,
+from reggan_core.networks import (resize_conv, GENERATORS, PatchDiscriminator, Refiner, UNet, build_discriminator,
                                   build_generator, count_parameters)
 from reggan_core.regression import RidgeConfig
 
@@ -241,3 +241,38 @@ def test_resize_upsampling_refiner_starts_as_identity_and_differs_in_layers():
     assert "ConvTranspose2d" in {type(m).__name__ for m in Refiner(n_labels=3, ngf=8).body}
     with pytest.raises(ConfigError, match="refiner.upsample='bilinear' is invalid"):
         load_config(overrides=["refiner.upsample=bilinear"])
+
+
+# ------------------------------------------------------------------ resize-convolution upsampling
+
+
+@pytest.mark.parametrize("cin,cout,h,w,bias", [(8, 4, 9, 7, True), (64, 32, 16, 16, False)])
+def test_resize_conv_equals_upsample_reflect_pad_conv(cin, cout, h, w, bias):
+    """The fused form gives the literal nearest x2 -> reflection pad -> 3x3 conv, values and gradients."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, 3, bias=bias)
+    x = torch.randn(2, cin, h, w, requires_grad=True)
+    literal = conv(torch.nn.ReflectionPad2d(1)(torch.nn.Upsample(scale_factor=2, mode="nearest")(x)))
+    fused = resize_conv(x, conv)
+    assert fused.shape == literal.shape == (2, cout, 2 * h, 2 * w)
+    assert torch.allclose(fused, literal, atol=1e-5)
+    g = torch.randn_like(literal)
+    grads = [torch.autograd.grad((out * g).sum(), [x, conv.weight]) for out in (literal, fused)]
+    for a, b in zip(*grads):   # float32 sums in another order: equal to ~1e-6 of the gradient's scale
+        assert torch.allclose(a, b, atol=1e-5 * float(a.abs().max()))
+
+
+def test_resize_refiner_body_matches_plain_sequential():
+    """RefinerBody runs the same modules as nn.Sequential would (same keys, same output)."""
+    torch.manual_seed(1)
+    ref = Refiner(ngf=16, n_labels=5, upsample="resize").eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.normal_(0, 0.05)   # the head starts at zero: make every layer matter
+        x, labels = torch.rand(2, 3, 64, 64) * 2 - 1, torch.tensor([0, 3])
+        fused = ref(x, labels)
+        keys = set(ref.state_dict())
+        ref.body = torch.nn.Sequential(*list(ref.body))
+        assert set(ref.state_dict()) == keys
+        assert torch.allclose(fused, ref(x, labels), atol=1e-5)

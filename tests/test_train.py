@@ -315,7 +315,9 @@ def test_resume_after_kill_matches_unbroken_run(tiny_root, tmp_path):
     for part in ("opt_G", "opt_D"):
         for pid, st in a[part]["state"].items():
             assert all(torch.equal(st[k], b[part]["state"][pid][k]) for k in st), part
-    assert list(read_log(killed / "log.csv")["step"]) == list(range(1, 7))  # no duplicated rows
+    resumed = read_log(killed / "log.csv")
+    assert list(resumed["step"]) == list(range(1, 7))  # no duplicated rows
+    assert resumed["elapsed_s"].is_monotonic_increasing  # training time goes on after the resume
 
 
 # ------------------------------------------------------------------ DDP on gloo

@@ -355,3 +355,22 @@ def test_raw_photo_dataset_is_aligned_with_align_true(tmp_path, astronaut, hoppe
     crop = align_face(hopper)
     assert np.array_equal(shown(ex, "input"), crop) and np.array_equal(shown(ex, "real target"), crop)
     assert close_uint8(shown(ex, "regression"), expected_uint8(to_tensor(crop), layers["happy"], 1.0))
+
+
+def test_synthesised_dataset_target_is_not_called_real(small_root, tmp_path):
+    """A dataset's manifest.csv (v2 writes one) saying a target was synthesised changes the caption."""
+    root = tmp_path / "faces"
+    shutil.copytree(small_root, root)
+    (root / "manifest.csv").write_text("subject,split,sources,category,method,frame,aus\n"
+                                       "S001,test,S001,neutral,identity,,\n"
+                                       "S001,test,S001,happy,AU synthesis,,6:1.0 12:2.0\n"
+                                       "S002,test,S002,happy,real frame,clip.mp4:10,\n")
+    index = index_dataset(root)
+    backend = RidgeBackend(index, layers={"happy": random_ridge(1)}, refined_note="unavailable: test backend")
+    ex = Explorer(backend, dataset_root=root, scorer=None, subject="S001", target="happy", config=PNG)
+    caption = ex.captions["real target"].value
+    assert ex.real is not None and "synthesised" in caption and "real target" not in caption
+    ex.subject.value = "S002"
+    assert "real target (happy" in ex.captions["real target"].value.lower()
+    ex.subject.value = "S003"  # not in the manifest: a photograph, as in v1 / CFEE
+    assert "real target" in ex.captions["real target"].value

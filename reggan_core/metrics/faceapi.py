@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from .fer import MetricUnavailable, as_rgb_batch
+from .fer import MetricUnavailable, as_rgb_batch, run_batched
 
 FACEAPI_PACKAGE = ("@vladmandic/face-api", "1.7.15")
 FACEAPI_CLASSES: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
@@ -355,15 +355,9 @@ class FaceApiClassifier:
         self.device, self.batch_size = device, batch_size
 
     def _run(self, images, fn: str) -> np.ndarray:
-        images = as_rgb_batch(images)
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(images), self.batch_size):
-                batch = torch.from_numpy(to_faceapi_input(images[i:i + self.batch_size])).to(self.device)
-                out = self.model(batch).softmax(-1) if fn == "probs" else self.model.features(batch)
-                outs.append(out.cpu().numpy())
         width = len(self.classes) if fn == "probs" else BLOCK_CHANNELS[-1]
-        return np.concatenate(outs) if outs else np.zeros((0, width), np.float32)
+        return run_batched(self.model, as_rgb_batch(images), to_faceapi_input, fn, self.batch_size, self.device,
+                           width)
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Class probabilities (N, 7) for RGB uint8 images."""

@@ -307,6 +307,22 @@ def load_fer_model(path: str | os.PathLike | None = None):
 
 # ---------------------------------------------------------------- classifier API
 
+def run_batched(model: nn.Module, images: np.ndarray, prepare, fn: str, batch_size: int, device: str,
+                width: int) -> np.ndarray:
+    """``model`` over ``images`` in batches: softmax probabilities (``fn="probs"``) or ``model.features``.
+
+    ``prepare`` turns a slice of ``images`` into the model's float32 input, batch by batch, so a
+    large set is never converted at once. Shared by the FER2013 and face-api judges.
+    """
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = torch.from_numpy(prepare(images[i:i + batch_size])).to(device)
+            out = model(batch).softmax(-1) if fn == "probs" else model.features(batch)
+            outs.append(out.cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, width), np.float32)
+
+
 class FerClassifier:
     """FER2013 expression classifier on RGB uint8 face crops.
 
@@ -322,15 +338,9 @@ class FerClassifier:
         self.device, self.batch_size = device, batch_size
 
     def _run(self, images, fn: str) -> np.ndarray:
-        x = to_fer_input(images)
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(x), self.batch_size):
-                batch = torch.from_numpy(x[i:i + self.batch_size, None]).to(self.device)
-                out = self.model(batch).softmax(-1) if fn == "probs" else self.model.features(batch)
-                outs.append(out.cpu().numpy())
         width = len(self.classes) if fn == "probs" else BLOCK_FILTERS[-1]
-        return np.concatenate(outs) if outs else np.zeros((0, width), np.float32)
+        return run_batched(self.model, to_fer_input(images), lambda b: b[:, None], fn, self.batch_size,
+                           self.device, width)
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Class probabilities (N, 7) for RGB uint8 images."""
