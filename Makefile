@@ -64,17 +64,20 @@ JOBS ?= 2
 XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 # the slowest tests / notebook cells are listed at the end of each run (keeps the 15-min budget visible)
 DURATIONS = --durations=12 --durations-min=5
+# with two workers, one torch/BLAS thread each (and in the kernels and subprocesses they start):
+# two processes of two threads each on two cores made notebook 05's scoring cell 2.4x slower
+THREADS = $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1,)
 
 test: env browser-deps $(V2)
-	$(PY) -m pytest $(XDIST) $(DURATIONS) tests
-	$(PY) -m pytest $(XDIST) $(DURATIONS) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(THREADS) $(PY) -m pytest $(XDIST) $(DURATIONS) tests
+	$(THREADS) $(PY) -m pytest $(XDIST) $(DURATIONS) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 	@echo "make test: all tests and notebooks passed"
 
 test-py: env
-	$(PY) -m pytest $(XDIST) $(DURATIONS) tests
+	$(THREADS) $(PY) -m pytest $(XDIST) $(DURATIONS) tests
 
 test-nb: env $(V2)
-	$(PY) -m pytest $(XDIST) $(DURATIONS) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(THREADS) $(PY) -m pytest $(XDIST) $(DURATIONS) --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 dataset: env
 	$(PY) datasets/make_embedded.py
