@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .categories import CATEGORY_NAMES, get_category
-from .data import FaceIndex, PairedFaces, index_dataset, load_face, target_methods, make_splits, read_splits
+from .data import FaceIndex, PairedFaces, index_dataset, load_face, make_splits, read_splits, target_methods
 from .errors import DataError, RegGANError
 from .imageio import load_image, to_tensor, to_uint8
 
