@@ -10,7 +10,9 @@ to the input) - judges that share nothing with training. Two kinds of rows:
   (``prior=identity``), lambda, the broken-warp pair check (``max_rigid_motion``), identical
   colour/lighting jitter of both faces (``augment``) and the strength of the change;
 * **trained rows** - generators from training runs of equal budget (same data, steps and batch),
-  given as ``--run NAME=PATH`` (a run's ``generator.pt`` or a shipped checkpoint).
+  given as ``--run NAME=PATH`` (a run's ``generator.pt``, a training checkpoint - its moving average of
+  the weights when the run kept one - or a shipped checkpoint), or ``--run-raw NAME=PATH`` for a
+  training checkpoint's raw weights instead of their average.
 
     python benchmarks/ablation_v2.py --run "RegGAN (shipped)=checkpoints/reggan_v2.pt" ...
     python benchmarks/ablation_v2.py --no-ridge --run ...       # trained rows only
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH",
                     help="a trained generator to score (repeatable)")
+    ap.add_argument("--run-raw", action="append", default=[], metavar="NAME=PATH",
+                    help="a training checkpoint scored with its raw weights, not their moving average (repeatable)")
     ap.add_argument("--no-ridge", action="store_true", help="skip the closed-form ridge rows")
     ap.add_argument("--dataset", type=Path, default=None, help="dataset v2 folder (default: datasets/v2)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ablation_v2.md")
@@ -152,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         methods = {"copy-input": rf.copy_input}
         if not args.no_ridge:
             methods.update(ridge_methods(RIDGE_VARIANTS, rf.BASIC_TARGETS, root))
-        for spec in args.run:
+        for flag, spec in [("--run", s) for s in args.run] + [("--run-raw", s) for s in args.run_raw]:
             name, sep, path = spec.rpartition("=")
             if not sep or not Path(path).is_file():
-                raise SystemExit(f"error: --run {spec!r} must be NAME=PATH of an existing generator file")
-            model = load_generator(path)
+                raise SystemExit(f"error: {flag} {spec!r} must be NAME=PATH of an existing generator file")
+            model = load_generator(path, ema=flag == "--run")
             methods[f"trained: {name}"] = rf.model_method(model, "refined")
         result = rf.evaluate(methods, rf.load_faces(root), judges=rf.load_judges(inception=False),
                              keep_outputs=False)

@@ -8,10 +8,13 @@ elsewhere and share nothing with training. Library: :mod:`reggan_core.metrics.re
 
     python benchmarks/bench_real_faces.py [--reggan checkpoints/reggan_v2.pt]
         [--refiner-only checkpoints/refiner_only_v2.pt] [--out benchmarks/results/real_faces.md]
-        [--figure figures/real_faces.png]
+        [--figure figures/real_faces.png] [--strengths 0.5 1 1.5 2]
 
 Writes the markdown table, a CSV beside it, the image grid (``--figure``) and the ECS bar chart
-(``<figure stem>_ecs.png``), all atomically.
+(``<figure stem>_ecs.png``), all atomically. Then the strength sweep (``--strengths``; none to skip):
+regression-only, refiner-only and RegGAN with their change scaled by each strength, so that RegGAN is
+compared with each ablation at the same identity distance (``<out stem>_strength.md`` and
+``<figure stem>_tradeoff.png``).
 """
 from __future__ import annotations
 
@@ -41,11 +44,17 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--no-performances", action="store_true",
                     help="FID/KID real set = the real_pairs targets only (not the labelled performance frames)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (judges and generators)")
+    ap.add_argument("--strengths", type=float, nargs="*", default=None, metavar="S",
+                    help="strengths of the sweep (default 0.5 1 1.5 2; pass the flag alone to skip the sweep)")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.strengths and not all(s >= 0 for s in args.strengths):
+        print(f"error: --strengths {' '.join(f'{s:g}' for s in args.strengths)} has a negative value; use "
+              "strengths >= 0 (1 = the model's own change)", file=sys.stderr)
+        return 2
     for flag, path in (("--reggan", args.reggan), ("--refiner-only", args.refiner_only)):
         if not path.is_file():
             print(f"error: checkpoint {path} does not exist; pass {flag} PATH (e.g. {flag} "
@@ -66,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         real, real_what = rf.real_expressive_frames(args.dataset, use_performances=not args.no_performances)
         judges = rf.load_judges(device=args.device)
         result = rf.evaluate(methods, faces, judges=judges, real_frames=real)
+        strengths = rf.SWEEP_STRENGTHS if args.strengths is None else tuple(args.strengths)
+        sweep = rf.strength_sweep(rf.sweep_models_from_checkpoints(args.reggan, args.refiner_only, args.device),
+                                  faces, judges, strengths) if strengths else []
     except RegGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -97,6 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     bars = rf.ecs_bar_chart(result, args.figure.with_name(args.figure.stem + "_ecs.png"))
     print(header + "\n\n" + rf.markdown_table(result, real_what))
     print(f"\nwrote {md}, {csv_path}, {grid}, {bars}")
+    if sweep:
+        from reggan_core.imageio import write_text
+
+        text = (f"# Real-face benchmark: strength sweep\n\nSame checkpoints, people, judges, machine and command as "
+                f"`{args.out.name}` ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, `{command}`). Each method's "
+                "change is scaled: output = input + s x (method output - input), clipped; s = 1 is the model as "
+                "trained. Held-out real people, 6 basic targets pooled (ECS) and happy alone.\n\n"
+                + rf.sweep_markdown(sweep) + "\n")
+        sweep_md = write_text(text, args.out.with_name(args.out.stem + "_strength.md"))
+        fig = rf.sweep_figure(sweep, args.figure.with_name(args.figure.stem + "_tradeoff.png"))
+        print("\n" + rf.sweep_markdown(sweep) + f"\n\nwrote {sweep_md}, {fig}")
     return 0
 
 

@@ -107,6 +107,8 @@ class TrainConfig:
     beta1: float = 0.5              # US-GAN
     beta2: float = 0.999            # US-GAN
     n_critic: int = 1               # D updates per G update (StarGAN with WGAN-GP: 5)
+    ema_decay: float = 0.0          # exponential moving average of the refiner's weights (0 = off; e.g.
+                                    # 0.999, ProGAN/StyleGAN practice): samples and generator.pt use it
     # run time
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     amp: bool = True                # float16 autocast + GradScaler, used on CUDA only
@@ -136,7 +138,7 @@ class TrainConfig:
         for key in ("lambda_adv", "lambda_l1", "lambda_idt", "lambda_cls", "lambda_gp", "augment",
                     "max_rigid_motion"):
             _need(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
-        for key in ("beta1", "beta2"):
+        for key in ("beta1", "beta2", "ema_decay"):
             _need(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")
         _need(self.gan_loss in GAN_MODES, "gan_loss", self.gan_loss, f"use one of {', '.join(GAN_MODES)}")
         _need(self.size % 4 == 0 and self.size >= 16, "size", self.size, "must be a multiple of 4, >= 16")

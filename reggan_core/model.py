@@ -220,8 +220,11 @@ def save_generator(model: RegGAN, path: str | os.PathLike, dtype: str = "float16
     return path
 
 
-def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RegGAN:
+def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu", ema: bool = True) -> RegGAN:
     """A RegGAN from :func:`save_generator` output or a full training checkpoint, in eval mode.
+
+    A training checkpoint of a run with ``ema_decay > 0`` gives its moving-average refiner (what the
+    run's generator.pt holds); ``ema=False`` gives the raw weights of that step instead.
 
     Damaged content (a spec that does not match the weights, missing keys, an unknown target,
     a truncated ridge payload) is one :class:`ConfigError` line naming the file.
@@ -241,7 +244,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
         raise ConfigError(f"checkpoint {path} has format version {state.get('version')}; this code reads "
                           f"{FORMAT_VERSION}: re-export it")
     try:
-        model = _build_from_state(state)
+        model = _build_from_state(state, ema)
     except RegGANError as exc:
         raise ConfigError(f"checkpoint {path} is damaged: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError, lzma.LZMAError) as exc:
@@ -252,13 +255,15 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
     return model.to(map_location).eval()
 
 
-def _build_from_state(state: dict[str, Any]) -> RegGAN:
+def _build_from_state(state: dict[str, Any], ema: bool = True) -> RegGAN:
     """The model a loaded checkpoint dict describes, holding its weights (errors handled by the caller)."""
     if not isinstance(state["spec"], dict):
         raise ConfigError(f"its model spec is a {type(state['spec']).__name__}, not a mapping")
     model = RegGAN.from_spec(state["spec"])
     if "model" in state:  # full training checkpoint
         model.load_state_dict(state["model"])
+        if ema and "ema" in state:
+            model.refiner.load_state_dict(state["ema"])
     else:
         model.refiner.load_state_dict({k: v.float() if v.is_floating_point() else v
                                        for k, v in state["refiner"].items()})

@@ -278,3 +278,23 @@ def _shrink_photo(photo: np.ndarray, face: AlignedFace, max_side: int) -> tuple[
     small = cv2.resize(np.ascontiguousarray(photo), (max(1, round(w * f)), max(1, round(h * f))),
                        interpolation=cv2.INTER_AREA)
     return small, face.resized(small.shape[1] / w, small.shape[0] / h)
+
+
+def zoom_box(box: Sequence[float], shape: Sequence[int], margin: float, square: bool = False,
+             top_margin: float = 1.0) -> tuple[int, int, int, int]:
+    """A face box (x0, y0, x1, y1) grown by ``margin`` x its longer side on every side, inside the photo.
+
+    ``top_margin`` scales the growth upward (room for the forehead). ``square=True`` gives a square of
+    that side centred on the box, shifted (not cut) to fit in the photo, for panels of equal size.
+    For figures that show a face at a readable size; returns integer (left, top, right, bottom).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = int(shape[0]), int(shape[1])
+    ext = max(x1 - x0, y1 - y0)
+    m = margin * ext
+    if not square:
+        return max(0, int(x0 - m)), max(0, int(y0 - top_margin * m)), min(w, int(x1 + m)), min(h, int(y1 + m))
+    side = min(int(round(ext + 2 * m)), h, w)
+    left = int(np.clip(round((x0 + x1) / 2 - side / 2), 0, w - side))
+    top = int(np.clip(round((y0 + y1) / 2 - side / 2), 0, h - side))
+    return left, top, left + side, top + side

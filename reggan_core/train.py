@@ -18,6 +18,7 @@ autocast + GradScaler) is used on CUDA only; on CPU the same code runs with it d
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 import logging
@@ -219,6 +220,41 @@ class Trainer:
         self.weights_G = {"G_adv": cfg.lambda_adv, "G_l1": cfg.lambda_l1, "G_idt": cfg.lambda_idt,
                           "G_cls": cfg.lambda_cls}
         self.losses: dict[str, float] = {}
+        # the moving average of the refiner's weights (cfg.ema_decay > 0): what samples and generator.pt use
+        self.ema: nn.Module | None = None
+        if cfg.ema_decay > 0:
+            self.ema = copy.deepcopy(model.refiner).eval()
+            set_requires_grad(self.ema, False)
+
+    def ema_decay_at(self, n_updates: int) -> float:
+        """Decay after ``n_updates`` G updates: min(ema_decay, (1 + n) / (10 + n)).
+
+        The warm-up (TensorFlow's ExponentialMovingAverage with num_updates) keeps the zero-initialised
+        start from dominating a short run's average.
+        """
+        return min(self.cfg.ema_decay, (1.0 + n_updates) / (10.0 + n_updates))
+
+    @torch.no_grad()
+    def update_ema(self, n_updates: int) -> None:
+        """ema <- decay * ema + (1 - decay) * weights; buffers are copied."""
+        if self.ema is None:
+            return
+        w = 1.0 - self.ema_decay_at(n_updates)
+        for e, p in zip(self.ema.parameters(), self.model.refiner.parameters()):
+            e.lerp_(p.detach(), w)
+        for e, b in zip(self.ema.buffers(), self.model.refiner.buffers()):
+            e.copy_(b)
+
+    @contextmanager
+    def exported(self) -> Iterator[RegGAN]:
+        """The model as samples and generator.pt show it: with the EMA refiner when there is one."""
+        raw = self.model.refiner
+        if self.ema is not None:
+            self.model.refiner = self.ema
+        try:
+            yield self.model
+        finally:
+            self.model.refiner = raw
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
@@ -317,6 +353,7 @@ class Trainer:
             self._sync_ridge_grads()
             self.scaler_G.step(self.opt_G)
             self.scaler_G.update()
+            self.update_ema(step // self.cfg.n_critic)
             set_requires_grad(self.netD, True)
         return self.losses
 
@@ -326,13 +363,18 @@ class Trainer:
                 "config": config_dict(self.cfg), "model": self.model.state_dict(), "netD": self.netD.state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-                "rng": rng_state(), "train_subjects": getattr(self.model, "train_subjects", None)}
+                "rng": rng_state(), "train_subjects": getattr(self.model, "train_subjects", None),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> int:
         self.model.load_state_dict(state["model"])
         self.netD.load_state_dict(state["netD"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ConfigError("the checkpoint holds no EMA weights although ema_decay > 0; resume with its config")
+            self.ema.load_state_dict(state["ema"])
         if self.amp:  # a disabled scaler has no state (CPU checkpoints hold {})
             if state["scaler_G"]:
                 self.scaler_G.load_state_dict(state["scaler_G"])
@@ -660,7 +702,8 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
                 bar.set_postfix(D=f"{losses['D_total']:.3f}", G=f"{losses.get('G_total', float('nan')):.3f}")
                 t_last, last_logged = now, step
             if d.main and cfg.sample_every and step % cfg.sample_every == 0:
-                save_image(sample_grid(model, *val), run_dir / "samples" / f"step_{step:07d}.png")
+                with trainer.exported() as shown:
+                    save_image(sample_grid(shown, *val), run_dir / "samples" / f"step_{step:07d}.png")
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.iterations:
                 if d.main:
                     if not weights_finite(trainer):
@@ -681,9 +724,11 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
         if not weights_finite(trainer):
             raise _diverged(step, "the weights are", run_dir)
         save_checkpoint(trainer, step, run_dir)
-        save_image(sample_grid(model, *val), run_dir / "samples" / f"step_{step:07d}.png")
-        save_generator(model, run_dir / "generator.pt", cfg.export_dtype,
-                       extra={"config": config_dict(cfg), "step": step, "train_subjects": list(train_subj)})
+        with trainer.exported() as shown:
+            save_image(sample_grid(shown, *val), run_dir / "samples" / f"step_{step:07d}.png")
+            save_generator(shown, run_dir / "generator.pt", cfg.export_dtype,
+                           extra={"config": config_dict(cfg), "step": step, "train_subjects": list(train_subj),
+                                  "ema_decay": cfg.ema_decay})
     _barrier(d)
     return run_dir
 

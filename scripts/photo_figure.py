@@ -43,17 +43,6 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([np.asarray(strip), img], axis=0)
 
 
-def _face_box(landmarks: np.ndarray, shape: tuple[int, ...], margin: float = 0.35) -> tuple[int, int, int, int]:
-    """A square (left, top, right, bottom) around the 68 landmarks plus ``margin``, inside the photo."""
-    lo, hi = landmarks.min(0), landmarks.max(0)
-    side = int(round(max(hi - lo) * (1 + 2 * margin)))
-    side = min(side, shape[0], shape[1])
-    cx, cy = (lo + hi) / 2
-    left = int(np.clip(round(cx - side / 2), 0, shape[1] - side))
-    top = int(np.clip(round(cy - side / 2), 0, shape[0] - side))
-    return left, top, left + side, top + side
-
-
 def photo_figure(checkpoint: str | Path | None = None, target: str = "happy",
                  out: str | Path = ROOT / "figures" / "photo_out.png", row_height: int = 400) -> Path:
     """Make the figure; returns its path. Prints each photo's size, face size and changed area."""
@@ -61,7 +50,7 @@ def photo_figure(checkpoint: str | Path | None = None, target: str = "happy",
 
     from reggan_core.imageio import save_image
     from reggan_core.model import load_generator
-    from reggan_core.photo import face_mask, translate_photo
+    from reggan_core.photo import face_mask, translate_photo, zoom_box
     from reggan_core.sources import PHOTOS as SOURCES, load_photo
 
     by_key = {p.key: p for p in SOURCES}
@@ -77,7 +66,7 @@ def photo_figure(checkpoint: str | Path | None = None, target: str = "happy",
         assert np.array_equal(result[outside], photo[outside]), "pixels outside the mask changed"
         face_px = 128 / face.scale                                   # the crop's side in photo pixels
         diff = np.clip(np.abs(result.astype(int) - photo).max(2) * 4, 0, 255).astype(np.uint8)
-        box = _face_box(face.landmarks, photo.shape)
+        box = zoom_box((*face.landmarks.min(0), *face.landmarks.max(0)), photo.shape, 0.35, square=True)
         zoom = [cv2.resize(a[box[1]:box[3], box[0]:box[2]], (row_height, row_height),
                            interpolation=cv2.INTER_AREA if box[3] - box[1] > row_height else cv2.INTER_CUBIC)
                 for a in (photo, result)]

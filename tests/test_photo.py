@@ -14,7 +14,7 @@ from PIL import Image
 
 from reggan_core.faces import align_face
 from reggan_core.imageio import load_image, to_uint8
-from reggan_core.photo import AlignedFace, align_faces, face_mask, paste_back, translate_photo, warp_back
+from reggan_core.photo import AlignedFace, align_faces, face_mask, paste_back, translate_photo, warp_back, zoom_box
 
 from conftest import REPO
 from test_reliability import one_line
@@ -243,6 +243,16 @@ def test_grey_and_rgba_photos(astronaut):
 # ---------------------------------------------------------------- the CLI
 
 @needs_checkpoint
+def test_zoom_box_grows_clips_and_keeps_squares_inside():
+    # a 40x60 box in a 200x300 (h x w) photo, margin 0.5 = 30 px on every side (45 up with top_margin 1.5)
+    assert zoom_box((100, 50, 140, 110), (200, 300), 0.5, top_margin=1.5) == (70, 5, 170, 140)
+    assert zoom_box((5, 5, 45, 65), (200, 300), 0.5) == (0, 0, 75, 95)           # clipped at the top-left
+    left, top, right, bottom = zoom_box((5, 150, 45, 190), (200, 300), 0.5, square=True)
+    assert right - left == bottom - top == 80                                    # 40 + 2 x 0.5 x 40
+    assert (left, bottom) == (0, 200)                                            # shifted inside, not cut
+    assert zoom_box((0, 0, 300, 200), (200, 300), 0.5, square=True) == (50, 0, 250, 200)  # side <= photo
+
+
 def test_cli_photo_out_crop_and_all_faces(tmp_path, model, astronaut, hopper, capsys):
     from reggan_core.generate import main as generate_main
 

@@ -180,3 +180,57 @@ def test_cli_missing_checkpoint_is_one_line(tmp_path):
     err = p.stderr.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:") and "--reggan" in err and str(missing) in err
     assert not (tmp_path / "x.md").exists()
+
+
+# ------------------------------------------------------------------ strength sweep
+
+
+def _sweep_rows(method, points):
+    return [{"method": method, "group": "held-out", "target": "all", "strength": s, "dlib_distance": d,
+             "ecs_fer": e, "ecs_faceapi": e, "faceres_cosine": 0.8, "n": 72} for s, d, e in points]
+
+
+def test_matched_identity_interpolates_like_scipy():
+    from scipy.interpolate import interp1d
+
+    from reggan_core.metrics import realfaces as rf
+
+    abl = [(0.5, 0.2, 0.10), (1.0, 0.4, 0.30), (2.0, 0.6, 0.35), (1.5, 0.5, 0.34)]   # unordered on purpose
+    ref = float(interp1d([p[1] for p in abl], [p[2] for p in abl])(0.45))
+    rows = _sweep_rows("abl", abl) + _sweep_rows("RegGAN", [(1.0, 0.45, ref + 0.01), (2.0, 0.7, 0.9)])
+    c = rf.at_matched_identity(rows, "RegGAN", "abl")
+    assert c["distance"] == pytest.approx(0.45) and c["ecs_ablation"] == pytest.approx(ref) and c["met"] is True
+    rows = _sweep_rows("abl", abl) + _sweep_rows("RegGAN", [(1.0, 0.45, ref - 0.01)])
+    assert rf.at_matched_identity(rows, "RegGAN", "abl")["met"] is False
+    # outside the ablation's swept distances: not measurable, not a win or a loss
+    rows = _sweep_rows("abl", abl) + _sweep_rows("RegGAN", [(1.0, 0.75, 0.9)])
+    assert rf.at_matched_identity(rows, "RegGAN", "abl")["met"] is None
+    assert "not measurable" in rf.sweep_markdown(rows, "RegGAN", ("abl",))
+
+
+def test_strength_scales_the_change_and_sweep_starts_at_the_input(faces):
+    import torch
+
+    from reggan_core.metrics import realfaces as rf
+    from reggan_core.metrics.ecs import get_classifier
+    from reggan_core.metrics.fss import get_embedder
+    from reggan_core.model import load_generator
+
+    model = load_generator(REPO / "checkpoints" / "reggan_v2.pt")
+    perf = [f for f in faces if f.group == "real_pairs"]
+    x = np.stack([f.neutral for f in perf])
+    one = rf.model_method(model, "refined")(x, "happy").astype(np.float64)
+    two = rf.model_method(model, "refined", strength=2.0)(x, "happy").astype(np.float64)
+    # x + 2 (y - x) from the (rounded) strength-1 output: within the rounding of y, doubled
+    ref = np.clip(x + 2 * (one - x), 0, 255)
+    assert np.abs(two - ref).max() <= 2.01 and np.abs(two - one).mean() > 1
+    with pytest.raises(Exception, match="strength"):
+        rf.model_method(model, "refined", strength=-1)
+    judges = rf.Judges({"fer": get_classifier("fer")}, {"dlib": get_embedder("dlib")})
+    rows = rf.strength_sweep({"RegGAN": (model, "refined")}, perf, judges, (0.0, 1.0), ["happy"], progress=False)
+    zero = next(r for r in rows if r["strength"] == 0.0 and r["target"] == "happy")
+    (copy,) = rf.score_outputs("copy-input", perf, rf.run_method(rf.copy_input, perf, ["happy"]), judges)
+    assert zero["dlib_distance"] < 1e-6 and zero["ecs_fer"] == copy["ecs_fer"]
+    full = next(r for r in rows if r["strength"] == 1.0 and r["target"] == "happy")
+    assert full["dlib_distance"] > 0.1
+    assert torch.is_grad_enabled()   # the sweep leaves autograd as it found it

@@ -278,6 +278,42 @@ def test_per_pair_and_refiner_only_runs(tiny_root, tmp_path):
     assert torch.equal(baseline.translate(x, "sad")["regression"], x)  # no regression layer
 
 
+def test_ema_follows_its_formula_and_is_what_the_run_exports(tiny_root, tmp_path):
+    """e_t = d_t e_(t-1) + (1 - d_t) w_t with d_t = min(decay, (1 + t) / (10 + t)), recomputed in NumPy
+    from the raw weights of every step's checkpoint; generator.pt and the samples use e, not w."""
+    decay = 0.3  # steps 2 and 3 fall on both sides of the warm-up: d = 0.25 (warm-up), then 0.3 (cap)
+    cfg = tiny_config(tiny_root, tmp_path / "ema", ema_decay=decay, iterations=4, checkpoint_every=1,
+                      keep_checkpoints=10, gan_loss="lsgan")
+    (run,) = train(load_config(write_json(cfg, tmp_path / "e.json")))
+    states = [torch.load(p, weights_only=True) for p in checkpoint_files(run)]
+    assert [s["step"] for s in states] == [1, 2, 3, 4]
+    ema = {k: v.double().numpy() for k, v in states[0]["ema"].items()}
+    for st in states[1:]:
+        t = st["step"]
+        d = min(decay, (1 + t) / (10 + t))
+        raw = {k[len("refiner."):]: v for k, v in st["model"].items() if k.startswith("refiner.")}
+        ema = {k: d * e + (1 - d) * raw[k].double().numpy() for k, e in ema.items()}
+        for k, e in ema.items():
+            np.testing.assert_allclose(st["ema"][k].double().numpy(), e, rtol=1e-5, atol=1e-6, err_msg=k)
+    last = states[-1]
+    moved = [k for k in last["ema"] if not torch.equal(last["ema"][k], last["model"]["refiner." + k])]
+    assert moved  # the average lags the raw weights
+    exported = torch.load(run / "generator.pt", weights_only=True)
+    for k, v in exported["refiner"].items():
+        assert torch.equal(v, last["ema"][k].to(v.dtype)), k
+    raw_model = load_generator(run / "checkpoints" / "step_0000004.pt", ema=False)
+    ema_model = load_generator(run / "checkpoints" / "step_0000004.pt")
+    for k, v in raw_model.refiner.state_dict().items():
+        assert torch.equal(v, last["model"]["refiner." + k])
+    for k, v in ema_model.refiner.state_dict().items():
+        assert torch.equal(v, last["ema"][k])
+
+
+def test_ema_decay_out_of_range_is_refused():
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
 # ------------------------------------------------------------------ resume after a kill
 
 KILLER = """
@@ -296,7 +332,8 @@ sys.exit(T.main(sys.argv[1:]))
 
 def test_resume_after_kill_matches_unbroken_run(tiny_root, tmp_path):
     extra = {"gan_loss": "wgangp", "finetune_regression": True,  # GP randomness and ridge grads too
-             "augment": 0.2, "augment_ridge_copies": 1}               # and the pair jitter
+             "augment": 0.2, "augment_ridge_copies": 1,               # and the pair jitter
+             "ema_decay": 0.9}                                       # and the weights' moving average
     unbroken = tiny_config(tiny_root, tmp_path / "unbroken", **extra)
     (ref_dir,) = train(load_config(write_json(unbroken, tmp_path / "a.json")))
     cfg_b = write_json(tiny_config(tiny_root, tmp_path / "killed", **extra), tmp_path / "b.json")
@@ -309,7 +346,7 @@ def test_resume_after_kill_matches_unbroken_run(tiny_root, tmp_path):
     assert main(["--config", str(cfg_b), "--resume"]) == 0
     a = torch.load(ref_dir / "checkpoints" / "step_0000006.pt", weights_only=True)
     b = torch.load(killed / "checkpoints" / "step_0000006.pt", weights_only=True)
-    for part in ("model", "netD"):
+    for part in ("model", "netD", "ema"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
     for part in ("opt_G", "opt_D"):

@@ -363,14 +363,6 @@ def plot_gallery(result: GalleryResult, path: str | os.PathLike | None = None, p
     return fig
 
 
-def _zoom_box(box: tuple[int, int, int, int], shape: Sequence[int], margin: float) -> tuple[int, int, int, int]:
-    """The detector box grown by ``margin`` x its size on every side, clipped to the photo: (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    m = margin * max(x1 - x0, y1 - y0)
-    h, w = shape[:2]
-    return max(0, int(x0 - m)), max(0, int(y0 - 1.2 * m)), min(w, int(x1 + m)), min(h, int(y1 + m))
-
-
 def photo_out_figure(model, faces: Sequence[OODFace], target: str, path: str | os.PathLike | None = None,
                      side: int = 256, strength: float = 1.0, per_row: int = 2, margin: float = 0.6, dpi: int = 100):
     """Photo in / photo out: each face's (styled) source photo and RegGAN's output pasted back into it.
@@ -384,7 +376,7 @@ def photo_out_figure(model, faces: Sequence[OODFace], target: str, path: str | o
     import cv2
     import matplotlib.pyplot as plt
 
-    from ..photo import align_faces, translate_photo
+    from ..photo import align_faces, translate_photo, zoom_box
 
     shown, skipped = [], []
     for f in faces:
@@ -397,7 +389,7 @@ def photo_out_figure(model, faces: Sequence[OODFace], target: str, path: str | o
             skipped.append(f"{f.name}: dlib finds no face in the photo")
             continue
         out, _ = translate_photo(model, f.photo, target, strength, faces=aligned)
-        x0, y0, x1, y1 = _zoom_box(aligned[0].box, f.photo.shape, margin)
+        x0, y0, x1, y1 = zoom_box(aligned[0].box, f.photo.shape, margin, top_margin=1.2)
         shown.append((f, f.photo[y0:y1, x0:x1], out[y0:y1, x0:x1]))
     if not shown:
         return None, [], skipped

@@ -35,6 +35,7 @@ ID_JUDGES: tuple[str, ...] = ("dlib", "faceres")
 # performance frames whose landmark label is one of these count as real expressive frames
 EXPRESSIVE_LABELS: tuple[str, ...] = ("happy", "happily_surprised", "surprised", "sad")
 PUBLISHED_DLIB_MEDIAN, PUBLISHED_DLIB_BEST = 0.38, 0.30
+JUDGE_TITLES = {"fer": "FER2013 mini-Xception", "faceapi": "face-api FaceExpressionNet"}
 
 Method = Callable[[np.ndarray, str], np.ndarray]
 
@@ -149,10 +150,11 @@ def copy_input(faces: np.ndarray, target: str) -> np.ndarray:
     return np.array(faces, dtype=np.uint8, copy=True)
 
 
-def model_method(model, output: str = "refined", batch_size: int = 64) -> Method:
+def model_method(model, output: str = "refined", batch_size: int = 64, strength: float = 1.0) -> Method:
     """A method from a loaded RegGAN: ``output`` 'refined' (refiner) or 'regression' (ridge layer only).
 
-    Runs ``model(x, labels)`` (or ``model.regress``) on whole batches under ``torch.no_grad``.
+    Runs ``model(x, labels)`` (or ``model.regress``) on whole batches under ``torch.no_grad``;
+    ``strength`` s scales the change as ``RegGAN.translate`` does: x + s (y - x), clipped (1 = as trained).
     """
     import torch
 
@@ -162,6 +164,8 @@ def model_method(model, output: str = "refined", batch_size: int = 64) -> Method
         raise ConfigError(f"output {output!r} is not a model output; use 'refined' or 'regression'")
     if output == "regression" and not model.use_regression:
         raise ConfigError("this model has no ridge layer (refiner-only); use output='refined'")
+    if not (np.isfinite(strength) and strength >= 0):
+        raise ConfigError(f"strength={strength!r} is invalid; use a number >= 0 (1 = the model's own change)")
     device = next(model.parameters()).device
 
     def run(faces: np.ndarray, target: str) -> np.ndarray:
@@ -177,6 +181,8 @@ def model_method(model, output: str = "refined", batch_size: int = 64) -> Method
                 x = x.to(device)
                 labels = torch.full((len(x),), label, dtype=torch.long, device=device)
                 y = model.regress(x, labels) if output == "regression" else model(x, labels)[0]
+                if strength != 1.0:
+                    y = x + strength * (y.float() - x)
                 outs.append(to_uint8(y.float().clamp(-1, 1).cpu()))
         return np.concatenate(outs) if outs else np.zeros((0,) + faces.shape[1:], np.uint8)
 
@@ -431,6 +437,142 @@ def evaluate(methods: Mapping[str, Method], faces: Sequence[BenchFace] | None = 
 
 
 # --------------------------------------------------------------------------------------
+# Strength sweep: expression against identity
+# --------------------------------------------------------------------------------------
+SWEEP_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+
+
+def sweep_models_from_checkpoints(reggan_path: str | os.PathLike, refiner_only_path: str | os.PathLike,
+                                  device: str = "cpu") -> dict[str, tuple[object, str]]:
+    """method name -> (loaded model, output) for the three methods whose change can be scaled."""
+    from ..model import load_generator
+
+    reggan = load_generator(reggan_path, map_location=device)
+    refiner_only = load_generator(refiner_only_path, map_location=device)
+    return {"regression-only": (reggan, "regression"), "refiner-only": (refiner_only, "refined"),
+            "RegGAN": (reggan, "refined")}
+
+
+def strength_sweep(models: Mapping[str, tuple[object, str]], faces: Sequence[BenchFace], judges: Judges,
+                   strengths: Sequence[float] = SWEEP_STRENGTHS, targets: Sequence[str] = BASIC_TARGETS,
+                   progress: bool = True) -> list[dict]:
+    """Score every method at every strength s (output x + s (y - x)): rows as :func:`score_outputs` plus 'strength'.
+
+    A stronger change raises ECS and costs identity, so two methods compare fairly only along these
+    curves: at the same identity distance, which one makes the expression more often?
+    """
+    from tqdm.auto import tqdm
+
+    rows: list[dict] = []
+    jobs = [(name, s) for name in models for s in strengths]
+    for name, s in tqdm(jobs, desc="strength sweep", disable=not progress):
+        model, output = models[name]
+        outs = run_method(model_method(model, output, strength=s), faces, targets, name)
+        mine = [r for t in targets for r in score_outputs(name, faces, {t: outs[t]}, judges)]
+        rows.extend({**r, "strength": float(s)} for r in mine + overall_rows(mine))
+    return rows
+
+
+def ecs_mean(row: Mapping) -> float:
+    """The mean of the ECS judges' scores of one row (NaN when a judge is missing)."""
+    return float(np.mean([row[f"ecs_{j}"] for j in ECS_JUDGES]))
+
+
+def curve(rows: Sequence[dict], method: str, group: str = "held-out", target: str = "all") -> np.ndarray:
+    """(strength, dlib distance, mean ECS) of one method's sweep, ordered by strength: shape (K, 3)."""
+    pts = sorted((r["strength"], r["dlib_distance"], ecs_mean(r)) for r in rows
+                 if r["method"] == method and r["group"] == group and r["target"] == target)
+    return np.array(pts, dtype=np.float64).reshape(-1, 3)
+
+
+def at_matched_identity(rows: Sequence[dict], method: str, ablation: str, group: str = "held-out") -> dict:
+    """``method`` at strength 1 against ``ablation``'s sweep interpolated (linearly) to the same dlib distance.
+
+    Returns ``distance``, ``ecs`` (method), ``ecs_ablation`` (interpolated; NaN when the distance lies
+    outside the ablation's swept range) and ``met`` (True / False / None = not measurable).
+    """
+    mine, theirs = curve(rows, method, group), curve(rows, ablation, group)
+    one = mine[np.isclose(mine[:, 0], 1.0)] if len(mine) else mine
+    if not len(one) or len(theirs) < 2:
+        return {"distance": float("nan"), "ecs": float("nan"), "ecs_ablation": float("nan"), "met": None}
+    d, e = float(one[0, 1]), float(one[0, 2])
+    order = np.argsort(theirs[:, 1])
+    ds, es = theirs[order, 1], theirs[order, 2]
+    if not (ds[0] <= d <= ds[-1]) or np.any(np.diff(ds) <= 0):
+        return {"distance": d, "ecs": e, "ecs_ablation": float("nan"), "met": None}
+    ea = float(np.interp(d, ds, es))
+    return {"distance": d, "ecs": e, "ecs_ablation": ea, "met": bool(e > ea)}
+
+
+def sweep_markdown(rows: Sequence[dict], method: str = "RegGAN",
+                   ablations: Sequence[str] = ("regression-only", "refiner-only")) -> str:
+    """The sweep as a markdown table (held-out people, all basic targets pooled, and happy) plus the matched comparison."""
+    lines = ["| method | strength | ECS FER2013 | ECS face-api | happy FER / face-api | dlib distance | "
+             "FaceRes cosine |", "|---|---:|---:|---:|---:|---:|---:|"]
+    keyed = {(r["method"], r["strength"], r["target"]): r for r in rows if r["group"] == "held-out"}
+    for m in dict.fromkeys(r["method"] for r in rows):
+        for s in sorted({r["strength"] for r in rows if r["method"] == m}):
+            a, h = keyed.get((m, s, "all")), keyed.get((m, s, "happy"))
+            if a is None:
+                continue
+            happy = f"{_fmt(h['ecs_fer'], 2)} / {_fmt(h['ecs_faceapi'], 2)}" if h else "-"
+            lines.append(f"| {m} | {s:g} | {_fmt(a['ecs_fer'], 2)} | {_fmt(a['ecs_faceapi'], 2)} | {happy} | "
+                         f"{_fmt(a['dlib_distance'])} | {_fmt(a['faceres_cosine'])} |")
+    out = ["\n".join(lines), "", f"{method} (strength 1) against each ablation's curve at the same mean dlib distance "
+           "(linear interpolation between its swept strengths; held-out people, 6 basic targets):", ""]
+    for a in ablations:
+        c = at_matched_identity(rows, method, a)
+        if c["met"] is None:
+            out.append(f"* {a}: not measurable (distance {_fmt(c['distance'])} outside its swept range)")
+        else:
+            out.append(f"* {a}: mean ECS {c['ecs']:.2f} vs {c['ecs_ablation']:.2f} at dlib distance "
+                       f"{c['distance']:.3f}: {'ahead' if c['met'] else '**not ahead**'}")
+    return "\n".join(out)
+
+
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write atomically as PNG (100 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    from ..imageio import atomic_path
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def sweep_figure(rows: Sequence[dict], path: str | os.PathLike, group: str = "held-out") -> Path:
+    """PNG: ECS (one panel per judge) against mean dlib distance, one curve per method, points labelled by strength."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ECS_JUDGES), figsize=(6 * len(ECS_JUDGES), 4.2), sharey=True)
+    for ax, j in zip(np.atleast_1d(axes), ECS_JUDGES):
+        for m in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["strength"], r["dlib_distance"], r[f"ecs_{j}"]) for r in rows
+                         if r["method"] == m and r["group"] == group and r["target"] == "all")
+            if not pts:
+                continue
+            s, d, e = map(np.array, zip(*pts))
+            (line,) = ax.plot(d, e, marker="o", label=m)
+            for si, di, ei in zip(s, d, e):
+                ax.annotate(f"{si:g}", (di, ei), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=line.get_color())
+        ax.axvline(PUBLISHED_DLIB_MEDIAN, color="k", lw=0.8, ls="--", label=f"published median {PUBLISHED_DLIB_MEDIAN}")
+        ax.set_xlabel("mean dlib distance to the input (lower = same person)")
+        ax.set_title(JUDGE_TITLES[j])
+        ax.set_ylim(0, 1.0)
+    np.atleast_1d(axes)[0].set_ylabel(f"ECS, 6 basic targets pooled ({group} people)")
+    np.atleast_1d(axes)[0].legend(fontsize=8, title="method (numbers: strength)", title_fontsize=8)
+    return _save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------
 # Goals
 # --------------------------------------------------------------------------------------
 def _row(rows, method, target, group="held-out"):
@@ -628,8 +770,6 @@ def ecs_bar_chart(result: dict, path: str | os.PathLike, group: str = "held-out"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..imageio import atomic_path
-
     rows = [r for r in result["rows"] if r["group"] == group]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     targets = list(result["targets"]) + ["all"]
@@ -645,12 +785,7 @@ def ecs_bar_chart(result: dict, path: str | os.PathLike, group: str = "held-out"
         ax.set_xticks(x, targets, rotation=30)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("target expression")
-        ax.set_title({"fer": "FER2013 mini-Xception", "faceapi": "face-api FaceExpressionNet"}[j])
+        ax.set_title(JUDGE_TITLES[j])
     np.atleast_1d(axes)[0].set_ylabel(f"ECS (share classified as target), {group} people")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
