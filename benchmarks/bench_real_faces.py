@@ -62,22 +62,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from reggan_core.errors import RegGANError
     from reggan_core.metrics import realfaces as rf
-    from reggan_core.model import check_no_leakage, load_generator
+    from reggan_core.model import check_no_leakage
     from reggan_core.utils import cpu_name
 
     t0 = time.perf_counter()
     try:
-        methods = rf.methods_from_checkpoints(args.reggan, args.refiner_only, device=args.device)
+        reggan, refiner_only = rf.load_models(args.reggan, args.refiner_only, device=args.device)
+        methods = rf.methods_from_models(reggan, refiner_only)
         faces = rf.load_faces(args.dataset)
         subjects = [f.subject for f in faces]
-        leaks = sorted(set(check_no_leakage(load_generator(args.reggan), subjects))
-                       | set(check_no_leakage(load_generator(args.refiner_only), subjects)))
+        leaks = sorted(set(check_no_leakage(reggan, subjects)) | set(check_no_leakage(refiner_only, subjects)))
         real, real_what = rf.real_expressive_frames(args.dataset, use_performances=not args.no_performances)
         judges = rf.load_judges(device=args.device)
         result = rf.evaluate(methods, faces, judges=judges, real_frames=real)
         strengths = rf.SWEEP_STRENGTHS if args.strengths is None else tuple(args.strengths)
-        sweep = rf.strength_sweep(rf.sweep_models_from_checkpoints(args.reggan, args.refiner_only, args.device),
-                                  faces, judges, strengths) if strengths else []
+        sweep = rf.strength_sweep(rf.scalable_methods(reggan, refiner_only), faces, judges, strengths,
+                                  scored=result["rows"]) if strengths else []
     except RegGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     if sweep:
         from reggan_core.imageio import write_text
 
+        table = rf.sweep_markdown(sweep)
         text = (f"# Real-face benchmark: strength sweep\n\nSame checkpoints, people, judges, machine and command as "
                 f"`{args.out.name}` ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, `{command}`). Each method's "
                 "change is scaled: output = input + s x (method output - input), clipped; s = 1 is the model as "
                 "trained. Held-out real people, 6 basic targets pooled (ECS) and happy alone.\n\n"
-                + rf.sweep_markdown(sweep) + "\n")
+                + table + "\n")
         sweep_md = write_text(text, args.out.with_name(args.out.stem + "_strength.md"))
         fig = rf.sweep_figure(sweep, args.figure.with_name(args.figure.stem + "_tradeoff.png"))
-        print("\n" + rf.sweep_markdown(sweep) + f"\n\nwrote {sweep_md}, {fig}")
+        print("\n" + table + f"\n\nwrote {sweep_md}, {fig}")
     return 0
 
 

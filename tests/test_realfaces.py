@@ -233,4 +233,10 @@ def test_strength_scales_the_change_and_sweep_starts_at_the_input(faces):
     assert zero["dlib_distance"] < 1e-6 and zero["ecs_fer"] == copy["ecs_fer"]
     full = next(r for r in rows if r["strength"] == 1.0 and r["target"] == "happy")
     assert full["dlib_distance"] > 0.1
+    # rows already scored at strength 1 (by evaluate) are reused, not scored again; other strengths are scored
+    scored = [{**full, "strength": None, "ecs_fer": 0.123}]
+    again = rf.strength_sweep({"RegGAN": (model, "refined")}, perf, judges, (0.0, 1.0), ["happy"], progress=False,
+                              scored=scored)
+    assert [r["ecs_fer"] for r in again if r["strength"] == 1.0 and r["target"] == "happy"] == [0.123]
+    assert next(r for r in again if r["strength"] == 0.0 and r["target"] == "happy")["dlib_distance"] < 1e-6
     assert torch.is_grad_enabled()   # the sweep leaves autograd as it found it

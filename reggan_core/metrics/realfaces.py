@@ -9,7 +9,7 @@ Faces (dataset v2, ``<subject>/<category>.jpg``, 128x128 aligned crops):
   L1 (mean absolute difference on the [0, 1] scale) is measured to the real target where one exists.
 
 A *method* is any callable ``f(faces_uint8 (N,128,128,3), target) -> uint8 (N,128,128,3)``, so the
-same functions score checkpoints, ablations and baselines alike (:func:`methods_from_checkpoints`).
+same functions score checkpoints, ablations and baselines alike (:func:`methods_from_models`).
 Judges, all pretrained elsewhere and sharing nothing with training: ECS by the FER2013 mini-Xception
 and by face-api (:mod:`.ecs`), identity by dlib's 128-d descriptor (Euclidean distance to the input)
 and HSE FaceRes (cosine to the input) (:mod:`.fss`), FID / KID on FID-Inception pool features
@@ -189,9 +189,8 @@ def model_method(model, output: str = "refined", batch_size: int = 64, strength:
     return run
 
 
-def methods_from_checkpoints(reggan_path: str | os.PathLike, refiner_only_path: str | os.PathLike,
-                             device: str = "cpu") -> dict[str, Method]:
-    """The four methods of the benchmark: copy-input, regression-only, refiner-only, RegGAN."""
+def load_models(reggan_path: str | os.PathLike, refiner_only_path: str | os.PathLike, device: str = "cpu"):
+    """The benchmark's two checkpoints, loaded once and checked: (RegGAN, refiner-only)."""
     from ..model import load_generator
 
     reggan = load_generator(reggan_path, map_location=device)
@@ -200,8 +199,25 @@ def methods_from_checkpoints(reggan_path: str | os.PathLike, refiner_only_path: 
         raise ConfigError(f"{reggan_path} is a refiner-only model; --reggan needs a RegGAN checkpoint")
     if refiner_only.use_regression:
         raise ConfigError(f"{refiner_only_path} has ridge layers; --refiner-only needs a refiner-only checkpoint")
-    return {"copy-input": copy_input, "regression-only": model_method(reggan, "regression"),
-            "refiner-only": model_method(refiner_only, "refined"), "RegGAN": model_method(reggan, "refined")}
+    return reggan, refiner_only
+
+
+def scalable_methods(reggan, refiner_only) -> dict[str, tuple[object, str]]:
+    """method name -> (model, output) for the three methods whose change can be scaled (the strength sweep)."""
+    return {"regression-only": (reggan, "regression"), "refiner-only": (refiner_only, "refined"),
+            "RegGAN": (reggan, "refined")}
+
+
+def methods_from_checkpoints(reggan_path: str | os.PathLike, refiner_only_path: str | os.PathLike,
+                             device: str = "cpu") -> dict[str, Method]:
+    """The four methods of the benchmark: copy-input, regression-only, refiner-only, RegGAN."""
+    return methods_from_models(*load_models(reggan_path, refiner_only_path, device))
+
+
+def methods_from_models(reggan, refiner_only) -> dict[str, Method]:
+    """copy-input plus :func:`scalable_methods` as they were trained (strength 1)."""
+    return {"copy-input": copy_input,
+            **{name: model_method(m, out) for name, (m, out) in scalable_methods(reggan, refiner_only).items()}}
 
 
 def run_method(method: Method, faces: Sequence[BenchFace], targets: Sequence[str] = BASIC_TARGETS,
@@ -442,28 +458,24 @@ def evaluate(methods: Mapping[str, Method], faces: Sequence[BenchFace] | None = 
 SWEEP_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
 
 
-def sweep_models_from_checkpoints(reggan_path: str | os.PathLike, refiner_only_path: str | os.PathLike,
-                                  device: str = "cpu") -> dict[str, tuple[object, str]]:
-    """method name -> (loaded model, output) for the three methods whose change can be scaled."""
-    from ..model import load_generator
-
-    reggan = load_generator(reggan_path, map_location=device)
-    refiner_only = load_generator(refiner_only_path, map_location=device)
-    return {"regression-only": (reggan, "regression"), "refiner-only": (refiner_only, "refined"),
-            "RegGAN": (reggan, "refined")}
-
-
 def strength_sweep(models: Mapping[str, tuple[object, str]], faces: Sequence[BenchFace], judges: Judges,
                    strengths: Sequence[float] = SWEEP_STRENGTHS, targets: Sequence[str] = BASIC_TARGETS,
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, scored: Sequence[dict] = ()) -> list[dict]:
     """Score every method at every strength s (output x + s (y - x)): rows as :func:`score_outputs` plus 'strength'.
 
     A stronger change raises ECS and costs identity, so two methods compare fairly only along these
-    curves: at the same identity distance, which one makes the expression more often?
+    curves: at the same identity distance, which one makes the expression more often? ``scored``: rows
+    of these methods at strength 1 from :func:`evaluate` on the same faces and judges, reused instead of
+    scoring strength 1 again.
     """
     from tqdm.auto import tqdm
 
     rows: list[dict] = []
+    if 1.0 in strengths and scored:
+        reused = [{**r, "strength": 1.0} for r in scored if r["method"] in models and r["target"] in (*targets, "all")]
+        if {r["method"] for r in reused} == set(models):
+            rows.extend(reused)
+            strengths = [s for s in strengths if s != 1.0]
     jobs = [(name, s) for name in models for s in strengths]
     for name, s in tqdm(jobs, desc="strength sweep", disable=not progress):
         model, output = models[name]
