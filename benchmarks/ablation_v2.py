@@ -16,6 +16,11 @@ to the input) - judges that share nothing with training. Two kinds of rows:
 
     python benchmarks/ablation_v2.py --run "RegGAN (shipped)=checkpoints/reggan_v2.pt" ...
     python benchmarks/ablation_v2.py --no-ridge --run ...       # trained rows only
+    python benchmarks/ablation_v2.py --ridge "r = " --figure figures/ablation_receptive_field.png
+
+``--ridge TEXT`` keeps only the ridge rows whose name contains TEXT; ``--figure PNG`` also writes a
+before/after grid (happy and surprised, 4 held-out people + the performers) of the methods whose name
+contains a ``--figure-method TEXT``.
 
 Prints the table and writes ``benchmarks/results/ablation_v2.md`` (atomically).
 """
@@ -42,6 +47,7 @@ class RidgeVariant:
     """One closed-form ridge setting (the regression-only model)."""
 
     name: str
+    r: int = 3
     prior: str = "zero"
     lam: float = 0.4
     max_rigid_motion: float = 0.0
@@ -62,6 +68,11 @@ RIDGE_VARIANTS = (
                  max_rigid_motion=0.15, augment=0.25, copies=3),
     RidgeVariant("shipped ridge, strength 1.5 (change exaggerated)", prior="identity",
                  max_rigid_motion=0.15, strength=1.5),
+    RidgeVariant("shipped ridge, r = 5", r=5, prior="identity", max_rigid_motion=0.15),
+    RidgeVariant("shipped ridge, r = 7", r=7, prior="identity", max_rigid_motion=0.15),
+    RidgeVariant("shipped ridge, r = 9", r=9, prior="identity", max_rigid_motion=0.15),
+    RidgeVariant("shipped ridge with r = 7 and lambda 4", r=7, lam=4.0, prior="identity", max_rigid_motion=0.15),
+    RidgeVariant("shipped ridge with r = 7 and lambda 20", r=7, lam=20.0, prior="identity", max_rigid_motion=0.15),
 )
 
 
@@ -88,7 +99,7 @@ def ridge_methods(variants, targets, root, progress: bool = True) -> dict:
             if v.max_rigid_motion not in checked:
                 checked[v.max_rigid_motion] = drop_broken_pairs(items, bank, v.max_rigid_motion, None)
             use = checked[v.max_rigid_motion]
-        model = RegGAN(list(targets), ridge=RidgeConfig(prior=v.prior, lam=v.lam))   # the trainer's own fit
+        model = RegGAN(list(targets), ridge=RidgeConfig(r=v.r, prior=v.prior, lam=v.lam))   # the trainer's own fit
         fit_ridges(model, bank, use, copies=v.copies, strength=v.augment, seed=0)
         layers = model.ridges
 
@@ -140,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-raw", action="append", default=[], metavar="NAME=PATH",
                     help="a training checkpoint scored with its raw weights, not their moving average (repeatable)")
     ap.add_argument("--no-ridge", action="store_true", help="skip the closed-form ridge rows")
+    ap.add_argument("--ridge", action="append", default=[], metavar="TEXT",
+                    help="keep only the ridge rows whose name contains TEXT (repeatable)")
+    ap.add_argument("--figure", type=Path, default=None, metavar="PNG",
+                    help="also write a before/after image grid of the --figure-method rows")
+    ap.add_argument("--figure-method", action="append", default=[], metavar="TEXT",
+                    help="columns of the figure: the methods whose name contains TEXT (repeatable; default all)")
     ap.add_argument("--dataset", type=Path, default=None, help="dataset v2 folder (default: datasets/v2)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ablation_v2.md")
     args = ap.parse_args(argv)
@@ -155,15 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = {"copy-input": rf.copy_input}
         if not args.no_ridge:
-            methods.update(ridge_methods(RIDGE_VARIANTS, rf.BASIC_TARGETS, root))
+            variants = [v for v in RIDGE_VARIANTS if not args.ridge or any(t in v.name for t in args.ridge)]
+            if not variants:
+                raise SystemExit(f"error: no ridge row's name contains any of {args.ridge}; see RIDGE_VARIANTS")
+            methods.update(ridge_methods(variants, rf.BASIC_TARGETS, root))
         for flag, spec in [("--run", s) for s in args.run] + [("--run-raw", s) for s in args.run_raw]:
             name, sep, path = spec.rpartition("=")
             if not sep or not Path(path).is_file():
                 raise SystemExit(f"error: {flag} {spec!r} must be NAME=PATH of an existing generator file")
             model = load_generator(path, ema=flag == "--run")
             methods[f"trained: {name}"] = rf.model_method(model, "refined")
+        shown = [m for m in methods if m != "copy-input"
+                 and (not args.figure_method or any(t in m for t in args.figure_method))]
+        if args.figure is not None and not shown:
+            raise SystemExit(f"error: no method's name contains any of {args.figure_method}")
         result = rf.evaluate(methods, rf.load_faces(root), judges=rf.load_judges(inception=False),
-                             keep_outputs=False)
+                             keep_outputs=args.figure is not None)
     except RegGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -178,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.out) as tmp:
         tmp.write_text(header + text + "\n")
     print(header + text)
+    if args.figure is not None:
+        print("figure:", rf.image_grid(result, args.figure, people=4, methods=shown,
+                                       targets=["happy", "surprised"]))
     return 0
 
 

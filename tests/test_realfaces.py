@@ -240,3 +240,31 @@ def test_strength_scales_the_change_and_sweep_starts_at_the_input(faces):
     assert [r["ecs_fer"] for r in again if r["strength"] == 1.0 and r["target"] == "happy"] == [0.123]
     assert next(r for r in again if r["strength"] == 0.0 and r["target"] == "happy")["dlib_distance"] < 1e-6
     assert torch.is_grad_enabled()   # the sweep leaves autograd as it found it
+
+
+def test_image_grid_places_every_face_at_native_size_under_wrapped_labels(tmp_path):
+    """Long method names wrap onto more label lines (the top margin grows); faces stay 128 px, in place."""
+    from PIL import Image
+
+    from reggan_core.metrics import realfaces as rf
+
+    rng = np.random.default_rng(0)
+    faces = [rf.BenchFace(f"p{i}", "held-out" if i < 3 else "real_pairs",
+                          rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for i in range(4)]
+    methods = ["ridge: a very long method name that needs wrapping", "short"]
+    outs = {m: {t: np.stack([255 - f.neutral if k == 0 else f.neutral // 2 for f in faces])
+                for t in ("happy", "sad")} for k, m in enumerate(methods)}
+    result = {"faces": faces, "outputs": outs, "targets": ["happy", "sad"]}
+    sizes = {}
+    for name, ms in (("long", methods), ("short", ["short"])):
+        path = rf.image_grid(result, tmp_path / f"{name}.png", people=2, methods=ms, targets=["sad"])
+        with Image.open(path) as im:
+            sizes[name] = im.size
+            img = np.asarray(im.convert("RGB"))
+        top = img.shape[0] - 128 * 3                      # 2 held-out people + 1 performer
+        assert img.shape[1] == 120 + 128 * (1 + len(ms))
+        # row 2 (the performer, p3), last column: that method's output for p3, pixel for pixel
+        want = outs[ms[-1]]["sad"][3]
+        assert np.array_equal(img[top + 256:top + 384, -128:], want)
+        assert np.array_equal(img[top:top + 128, 120:248], faces[0].neutral)   # input column
+    assert sizes["long"][1] > sizes["short"][1]           # wrapped labels: a taller header

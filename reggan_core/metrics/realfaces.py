@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -753,8 +754,10 @@ def image_grid(result: dict, path: str | os.PathLike, people: int = 3,
     targets = list(targets or result["targets"])
     held = [i for i, f in enumerate(faces) if f.group == "held-out"][:people]
     rows = held + [i for i, f in enumerate(faces) if f.group == "real_pairs"]
-    cols = [("input", None, None)] + [(f"{t}\n{m}", m, t) for t in targets for m in methods]
-    px, top, left = 128, 44, 120
+    # long method names wrap at 24 characters so each label stays over its own 128 px column
+    cols = [("input", None, None)] + [(t + "\n" + textwrap.fill(m, 24), m, t) for t in targets for m in methods]
+    lines = max(label.count("\n") + 1 for label, _, _ in cols)
+    px, top, left = 128, 8 + 12 * lines, 120
     w, h = left + px * len(cols), top + px * len(rows)
     dpi = 100
     fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
