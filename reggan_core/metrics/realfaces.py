@@ -754,10 +754,10 @@ def image_grid(result: dict, path: str | os.PathLike, people: int = 3,
     targets = list(targets or result["targets"])
     held = [i for i, f in enumerate(faces) if f.group == "held-out"][:people]
     rows = held + [i for i, f in enumerate(faces) if f.group == "real_pairs"]
-    # long method names wrap at 24 characters so each label stays over its own 128 px column
-    cols = [("input", None, None)] + [(t + "\n" + textwrap.fill(m, 24), m, t) for t in targets for m in methods]
+    # long method names wrap at 18 characters: at 8 pt a label line then fits its own 128 px column
+    cols = [("input", None, None)] + [(t + "\n" + textwrap.fill(m, 18), m, t) for t in targets for m in methods]
     lines = max(label.count("\n") + 1 for label, _, _ in cols)
-    px, top, left = 128, 8 + 12 * lines, 120
+    px, top, left = 128, 10 + 14 * lines, 120     # 8 pt lines are about 13 px apart
     w, h = left + px * len(cols), top + px * len(rows)
     dpi = 100
     fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
