@@ -194,10 +194,11 @@ def test_tiled_gram_equals_direct_sums(cross_channel, r):
         np.testing.assert_allclose(rhs.numpy(), rhs_ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("r", [1, 3, 7])
 @pytest.mark.parametrize("cross_channel", [False, True])
 @pytest.mark.parametrize("padding", ["zeros", "replicate"])
-def test_forward_equals_explicit_pixel_loop(cross_channel, padding):
-    cfg = RidgeConfig(r=3, size=5, cross_channel=cross_channel, padding=padding)
+def test_forward_equals_explicit_pixel_loop(cross_channel, padding, r):
+    cfg = RidgeConfig(r=r, size=5, cross_channel=cross_channel, padding=padding)
     torch.manual_seed(0)
     model = LocalRidge(cfg).double()
     with torch.no_grad():
@@ -217,6 +218,22 @@ def test_forward_equals_explicit_pixel_loop(cross_channel, padding):
                     taps = window.reshape(-1) if cross_channel else window[c].reshape(-1)
                     ref[n, c, i, j] = taps @ w[c, i, j] + b[c, i, j]
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cross_channel", [False, True])
+def test_forward_gradients_match_finite_differences(cross_channel):
+    """The shift-and-add forward is differentiable in the input, the weights and the bias (fine-tuning)."""
+    torch.manual_seed(1)
+    model = LocalRidge(RidgeConfig(r=3, size=4, cross_channel=cross_channel, padding="replicate")).double()
+    with torch.no_grad():
+        model.weight.normal_()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w, b = model.weight, model.bias
+
+    def f(x, w, b):
+        return torch.func.functional_call(model, {"weight": w, "bias": b}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w, b))
 
 
 def test_new_layer_is_identity_map():
