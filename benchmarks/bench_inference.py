@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from reggan_core.paths import shown  # noqa: E402
 from reggan_core.utils import cpu_name  # noqa: E402
 
 
@@ -45,12 +46,6 @@ def default_checkpoint() -> Path:
     v2 = ROOT / "checkpoints" / "reggan_v2.pt"
     return v2 if v2.is_file() else ROOT / "checkpoints" / "reggan_embedded.pt"
 
-
-def _show(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def default_baseline(checkpoint: Path) -> Path:
@@ -74,7 +69,7 @@ def build_models(checkpoint: Path | None = None):
         if path.is_file():
             model = load_generator(path)
             width = model.refiner_config.ngf if hasattr(model, "refiner_config") else 32
-            out.append((f"{name} (ngf={width})", model, _show(path)))
+            out.append((f"{name} (ngf={width})", model, shown(path)))
         else:
             out.append((f"{name} (ngf=32)", RegGAN(targets, refiner=RefinerConfig(ngf=32), ridge=ridge).eval(),
                         "fresh weights"))
@@ -208,7 +203,7 @@ def main() -> int:
         "",
         f"Command: `python benchmarks/bench_inference.py --repeats {a.repeats} --warmup {a.warmup} "
         f"--batches {a.batches} --photo-repeats {a.photo_repeats}"
-        + (f" --checkpoint {_show(a.checkpoint)}" if a.checkpoint else "") + "`",
+        + (f" --checkpoint {shown(a.checkpoint)}" if a.checkpoint else "") + "`",
         "",
         "One face = an aligned 128x128 uint8 crop through `RegGAN.translate` (ridge layer + refiner + "
         "conversions); target <= 20 ms. Batch 64 = `model(x, labels)` on a (64, 3, 128, 128) batch.",

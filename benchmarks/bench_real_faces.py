@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None):
     return ap.parse_args(argv)
 
 
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.strengths and not all(s >= 0 for s in args.strengths):
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from reggan_core.errors import RegGANError
     from reggan_core.metrics import realfaces as rf
     from reggan_core.model import check_no_leakage
+    from reggan_core.paths import shown
     from reggan_core.utils import cpu_name
 
     t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_real_faces.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     header = (
         "# Real-face benchmark (dataset v2)\n\n"
-        f"Checkpoints: RegGAN `{args.reggan}`, refiner-only `{args.refiner_only}`. Held-out real people: "
+        f"Checkpoints: RegGAN `{shown(args.reggan)}`, refiner-only `{shown(args.refiner_only)}`. Held-out real people: "
         f"{n_held} (val/test subjects whose source is one person: "
         f"{', '.join(f.subject for f in faces if f.group == 'held-out')}); performers (real_pairs): {n_perf} "
         f"({', '.join(f.subject for f in faces if f.group == 'real_pairs')}). N per cell is in the table; "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .utils import repo_root
 
-__all__ = ["repo_root", "repo_path", "outputs_dir", "figures_dir", "checkpoints_dir"]
+__all__ = ["repo_root", "repo_path", "shown", "outputs_dir", "figures_dir", "checkpoints_dir"]
 
 
 def repo_path(path: str | os.PathLike | None) -> Path | None:
@@ -29,6 +29,14 @@ def repo_path(path: str | os.PathLike | None) -> Path | None:
     if p.exists():
         return p.resolve()
     return (repo_root() / p).resolve()
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it lies inside it, else as given (for results files and logs)."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
 
 
 def outputs_dir(sub: str | None = None) -> Path:
