@@ -47,7 +47,6 @@ def default_checkpoint() -> Path:
     return v2 if v2.is_file() else ROOT / "checkpoints" / "reggan_embedded.pt"
 
 
-
 def default_baseline(checkpoint: Path) -> Path:
     """The refiner-only checkpoint trained beside ``checkpoint`` (v2 with v2, else the v1 one)."""
     v2 = ROOT / "checkpoints" / "refiner_only_v2.pt"

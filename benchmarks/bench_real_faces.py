@@ -49,7 +49,6 @@ def parse_args(argv: list[str] | None):
     return ap.parse_args(argv)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.strengths and not all(s >= 0 for s in args.strengths):
