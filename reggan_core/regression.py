@@ -426,11 +426,22 @@ class LocalRidge(nn.Module):
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))
 
     def forward(self, x: Tensor) -> Tensor:
-        """y[b, c, i] = sum_k weight[c, i, k] * patch[b, k, i] + bias[c, i]."""
-        cfg = self.config
-        _check_images(x, cfg, "LocalRidge input")
-        b, c, s, _ = x.shape
+        """y[b, c, i] = sum_k weight[c, i, k] * patch[b, k, i] + bias[c, i].
+
+        With gradients (training) this gathers the patches with ``unfold``; without
+        (inference) it adds the D shifted copies of the padded input, each times a
+        tap-major copy of the weights, which is several times faster on a CPU (see
+        :meth:`tap_major_weight`). Both give the same numbers.
+        """
+        _check_images(x, self.config, "LocalRidge input")
         x = x.to(self.weight.dtype)
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad or x.requires_grad):
+            return self._forward_unfold(x)
+        return self._forward_shift(x)
+
+    def _forward_unfold(self, x: Tensor) -> Tensor:
+        cfg = self.config
+        b, c, s, _ = x.shape
         cols = F.unfold(pad_image(x, cfg.r, cfg.padding), cfg.r)            # (B, C*r*r, P)
         w = self.weight.view(c, s * s, cfg.taps)
         if cfg.cross_channel:
@@ -439,6 +450,37 @@ class LocalRidge(nn.Module):
             cols = cols.view(b, c, cfg.r * cfg.r, s * s)
             out = (cols * w.permute(0, 2, 1).unsqueeze(0)).sum(2)
         return out.view(b, c, s, s) + self.bias
+
+    def _forward_shift(self, x: Tensor) -> Tensor:
+        cfg = self.config
+        b, c, s, _ = x.shape
+        w = self.tap_major_weight()                                          # (C, D, H, W)
+        xp = pad_image(x, cfg.r, cfg.padding)
+        out = self.bias.detach().unsqueeze(0).repeat(b, 1, 1, 1)
+        rr = cfg.r * cfg.r
+        for k in range(cfg.taps):
+            ch, rest = divmod(k, rr)
+            dy, dx = divmod(rest, cfg.r)
+            src = xp[:, ch:ch + 1] if cfg.cross_channel else xp
+            out.addcmul_(w[:, k], src[:, :, dy:dy + s, dx:dx + s])
+        return out
+
+    def tap_major_weight(self) -> Tensor:
+        """``weight`` laid out (C, D, H, W), contiguous: what the inference path multiplies.
+
+        ``weight`` stays (C, H, W, D) (one pixel's taps side by side, as the closed-form solve
+        writes them); the copy is made once and re-made whenever the weights change
+        (in-place update, ``load_state_dict``, ``.to``). It costs C*D*H*W floats (9.6 MB for
+        one 7 x 7 RGB layer at 128 px), only for layers that are used without gradients.
+        """
+        w = self.weight
+        if w.is_inference():   # made under inference_mode: no version counter to key on
+            return w.detach().permute(0, 3, 1, 2).contiguous()
+        key = (w._version, w.data_ptr(), w.device, w.dtype)
+        if getattr(self, "_tap_major_key", None) != key:
+            self._tap_major = w.detach().permute(0, 3, 1, 2).contiguous()
+            self._tap_major_key = key
+        return self._tap_major
 
     @torch.no_grad()
     def fit(self, data: Any, batch_size: int = 64, progress: bool = False, backend: str = "auto") -> "LocalRidge":

@@ -197,7 +197,9 @@ def test_tiled_gram_equals_direct_sums(cross_channel, r):
 @pytest.mark.parametrize("r", [1, 3, 7])
 @pytest.mark.parametrize("cross_channel", [False, True])
 @pytest.mark.parametrize("padding", ["zeros", "replicate"])
-def test_forward_equals_explicit_pixel_loop(cross_channel, padding, r):
+@pytest.mark.parametrize("grad", [True, False], ids=["unfold-path", "shift-add-path"])
+def test_forward_equals_explicit_pixel_loop(cross_channel, padding, r, grad):
+    """Both forward paths (unfold with gradients, shift-and-add without) against a per-pixel loop."""
     cfg = RidgeConfig(r=r, size=5, cross_channel=cross_channel, padding=padding)
     torch.manual_seed(0)
     model = LocalRidge(cfg).double()
@@ -205,7 +207,10 @@ def test_forward_equals_explicit_pixel_loop(cross_channel, padding, r):
         model.weight.normal_()
         model.bias.normal_()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
-    out = model(x).detach().numpy()
+    with torch.set_grad_enabled(grad):
+        out = model(x)
+    assert out.requires_grad == grad
+    out = out.detach().numpy()
     h = cfg.r // 2
     xp = np.pad(x.numpy(), ((0, 0), (0, 0), (h, h), (h, h)), mode="constant" if padding == "zeros" else "edge")
     w, b = model.weight.detach().numpy(), model.bias.detach().numpy()
@@ -222,7 +227,7 @@ def test_forward_equals_explicit_pixel_loop(cross_channel, padding, r):
 
 @pytest.mark.parametrize("cross_channel", [False, True])
 def test_forward_gradients_match_finite_differences(cross_channel):
-    """The shift-and-add forward is differentiable in the input, the weights and the bias (fine-tuning)."""
+    """The forward is differentiable in the input, the weights and the bias (fine-tuning)."""
     torch.manual_seed(1)
     model = LocalRidge(RidgeConfig(r=3, size=4, cross_channel=cross_channel, padding="replicate")).double()
     with torch.no_grad():
@@ -234,6 +239,35 @@ def test_forward_gradients_match_finite_differences(cross_channel):
         return torch.func.functional_call(model, {"weight": w, "bias": b}, (x,))
 
     assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_inference_copy_of_weights_follows_every_change():
+    """The tap-major copy used without gradients is re-made after in-place updates and loads."""
+    torch.manual_seed(2)
+    model = LocalRidge(RidgeConfig(r=3, size=6)).double()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    ref = lambda: model._forward_unfold(x).detach()  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref())
+        model.weight.normal_()                     # in place (as an optimiser step is)
+        torch.testing.assert_close(model(x), ref())
+    other = LocalRidge(RidgeConfig(r=3, size=6)).double()
+    with torch.no_grad():
+        other.weight.uniform_()
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), other._forward_unfold(x).detach())
+        assert model(x).sub(x).abs().max() > 0.1   # really the loaded weights, not the identity
+    assert model.tap_major_weight().shape == (3, 9, 6, 6)
+
+
+def test_layer_made_under_inference_mode_runs():
+    """Inference tensors carry no version counter; the layer must still run (and stay exact)."""
+    with torch.inference_mode():
+        model = LocalRidge(RidgeConfig(r=3, size=6)).double()
+        model.weight.normal_()
+        x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+        torch.testing.assert_close(model(x), model._forward_unfold(x))
 
 
 def test_new_layer_is_identity_map():
