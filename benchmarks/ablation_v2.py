@@ -54,6 +54,7 @@ class RidgeVariant:
     augment: float = 0.0
     copies: int = 0
     strength: float = 1.0
+    mirror: bool = False
 
 
 RIDGE_VARIANTS = (
@@ -73,6 +74,7 @@ RIDGE_VARIANTS = (
     RidgeVariant("shipped ridge, r = 9", r=9, prior="identity", max_rigid_motion=0.15),
     RidgeVariant("shipped ridge with r = 7 and lambda 4", r=7, lam=4.0, prior="identity", max_rigid_motion=0.15),
     RidgeVariant("shipped ridge with r = 7 and lambda 20", r=7, lam=20.0, prior="identity", max_rigid_motion=0.15),
+    RidgeVariant("shipped ridge r = 7 + mirrored pairs", r=7, prior="identity", max_rigid_motion=0.15, mirror=True),
 )
 
 
@@ -100,7 +102,7 @@ def ridge_methods(variants, targets, root, progress: bool = True) -> dict:
                 checked[v.max_rigid_motion] = drop_broken_pairs(items, bank, v.max_rigid_motion, None)
             use = checked[v.max_rigid_motion]
         model = RegGAN(list(targets), ridge=RidgeConfig(r=v.r, prior=v.prior, lam=v.lam))   # the trainer's own fit
-        fit_ridges(model, bank, use, copies=v.copies, strength=v.augment, seed=0)
+        fit_ridges(model, bank, use, copies=v.copies, strength=v.augment, seed=0, mirror=v.mirror)
         layers = model.ridges
 
         def run(faces, target, layers=layers, k=v.strength):

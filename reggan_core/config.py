@@ -84,6 +84,7 @@ class TrainConfig:
     flip: bool = True               # random horizontal flips of (source, regression, target) (ours)
     augment: float = 0.0            # colour/lighting jitter, identical on source and target (ours; 0 = off)
     augment_ridge_copies: int = 0   # jittered copies of every pair added to the ridge fit (ours)
+    ridge_mirror: bool = False      # also fit the ridge on every pair's left-right mirror image (ours)
     max_rigid_motion: float = 0.0   # drop pairs whose jaw/nose landmarks move more than this x the eye
                                     # distance between source and target (broken warps; ours; 0 = keep all)
     # model

@@ -544,11 +544,13 @@ def _plan_items(index, subjects: Sequence[str], source: str, targets: Sequence[s
 
 
 def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: bool = False,
-               copies: int = 0, strength: float = 0.0, seed: int = 0) -> None:
+               copies: int = 0, strength: float = 0.0, seed: int = 0, mirror: bool = False) -> None:
     """Closed-form ridge fit of every target's layer on its training pairs (Masked Regression).
 
     ``copies`` > 0 adds that many colour/lighting-jittered versions of every pair
-    (:func:`reggan_core.augment.augmented_copies`, strength ``strength``).
+    (:func:`reggan_core.augment.augmented_copies`, strength ``strength``); ``mirror`` adds
+    every pair (and copy) flipped left-right, so each pixel's regression also sees the
+    other half of the face: twice the samples per pixel, a left-right symmetric fit.
     """
     from tqdm.auto import tqdm
 
@@ -560,6 +562,8 @@ def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: b
         y = bank.batch([(i.subject, t) for i in mine])
         if copies and strength > 0:
             x, y = augmented_copies(x, y, copies, strength, seed=seed)
+        if mirror:
+            x, y = torch.cat([x, x.flip(-1)]), torch.cat([y, y.flip(-1)])
         model.ridges[t].fit((x, y))
 
 
@@ -659,7 +663,7 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
         if d.main:
             with torch.no_grad():
                 fit_ridges(model, bank, items, progress=cfg.progress, copies=cfg.augment_ridge_copies,
-                           strength=cfg.augment, seed=cfg.seed)
+                           strength=cfg.augment, seed=cfg.seed, mirror=cfg.ridge_mirror)
         if d.world > 1:
             for t in model.ridges.state_dict().values():
                 dist.broadcast(t, 0)
