@@ -107,7 +107,7 @@ def resize_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     After a nearest x2 upsampling, each 3x3 window covers only 2x2 distinct input pixels, so
     every output phase (py, px) is a 2x2 convolution of the input with summed taps, and the
     reflection padding of the upsampled image is replication padding of the input. One conv
-    with the four phase kernels stacked, then a pixel shuffle, gives the same numbers with
+    with the four phase kernels stacked, each phase written to its interleaved pixels, gives the same numbers with
     16 instead of 36 multiply-adds per input pixel and channel pair (tested against the
     literal ``nn.Upsample`` + ``nn.ReflectionPad2d`` + ``nn.Conv2d``).
     """
@@ -119,10 +119,14 @@ def resize_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     bias = conv.bias.repeat_interleave(4) if conv.bias is not None else None
     y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, bias)   # (B, out*4, H+1, W+1)
     h, wd = x.shape[-2:]
-    y = y.view(y.shape[0], out_ch, 2, 2, h + 1, wd + 1)
-    phases = torch.stack([torch.stack([y[:, :, py, px, py:py + h, px:px + wd] for px in (0, 1)], 2)
-                          for py in (0, 1)], 2)               # (B, out, 2, 2, H, W)
-    return F.pixel_shuffle(phases.reshape(y.shape[0], out_ch * 4, h, wd), 2)
+    b = y.shape[0]
+    y = y.view(b, out_ch, 2, 2, h + 1, wd + 1)
+    # write each phase straight into its strided slots (one copy, not stack + pixel shuffle)
+    out = y.new_empty(b, out_ch, h, 2, wd, 2)
+    for py in (0, 1):
+        for px in (0, 1):
+            out[:, :, :, py, :, px] = y[:, :, py, px, py:py + h, px:px + wd]
+    return out.view(b, out_ch, 2 * h, 2 * wd)
 
 
 class RefinerBody(nn.Sequential):

@@ -170,7 +170,9 @@ def test_translate_strength_types_and_errors():
     x = rand_images(2, 16)
     full = model.translate(x, "sad")
     refined, reg = model(x, torch.full((2,), 1))
-    assert torch.equal(full["refined"], refined) and torch.equal(full["regression"], reg.clamp(-1, 1))
+    # translate runs the ridge layer's inference path (shift-and-add), forward with grad the unfold path
+    assert torch.allclose(full["refined"], refined, atol=1e-5)
+    assert torch.allclose(full["regression"], reg.clamp(-1, 1), atol=1e-6)
     assert torch.equal(model.translate(x, "sad", strength=0.0)["refined"], x)
     half = model.translate(x, "sad", strength=0.5)["regression"]
     assert torch.allclose(half, (x + 0.5 * (reg - x)).clamp(-1, 1), atol=1e-6)
