@@ -85,6 +85,12 @@ class TrainConfig:
     augment: float = 0.0            # colour/lighting jitter, identical on source and target (ours; 0 = off)
     augment_ridge_copies: int = 0   # jittered copies of every pair added to the ridge fit (ours)
     ridge_mirror: bool = False      # also fit the ridge on every pair's left-right mirror image (ours)
+    ridge_change_mask: bool = False  # after the fit, let each target's layer change only where its training
+                                    # pairs change (regression.change_mask; elsewhere the copy map; ours)
+    ridge_mask_low: float = 0.5     # change-mask quantiles: pixels below the low one are kept as the input,
+    ridge_mask_high: float = 0.95   # those above the high one get the full fitted change, linear between
+    ridge_mask_blur: float = 3.0    # Gaussian sigma (px) applied to the mean change before the quantiles
+    ridge_gain: float = 1.0         # scale of the fitted change, y = x + gain * (ridge(x) - x) (ours; 1 = fit)
     max_rigid_motion: float = 0.0   # drop pairs whose jaw/nose landmarks move more than this x the eye
                                     # distance between source and target (broken warps; ours; 0 = keep all)
     # model
@@ -141,6 +147,10 @@ class TrainConfig:
             _need(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         for key in ("beta1", "beta2", "ema_decay"):
             _need(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")
+        _need(0 <= self.ridge_mask_low < self.ridge_mask_high <= 1, "ridge_mask_low/ridge_mask_high",
+              (self.ridge_mask_low, self.ridge_mask_high), "need 0 <= low < high <= 1")
+        _need(self.ridge_mask_blur >= 0, "ridge_mask_blur", self.ridge_mask_blur, "must be >= 0")
+        _need(self.ridge_gain > 0, "ridge_gain", self.ridge_gain, "must be > 0")
         _need(self.gan_loss in GAN_MODES, "gan_loss", self.gan_loss, f"use one of {', '.join(GAN_MODES)}")
         _need(self.size % 4 == 0 and self.size >= 16, "size", self.size, "must be a multiple of 4, >= 16")
         _need(self.ridge.size == self.size, "ridge.size", self.ridge.size, f"must equal size={self.size}")

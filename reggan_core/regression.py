@@ -404,6 +404,40 @@ def identity_weights(config: RidgeConfig) -> Tensor:
     return weight
 
 
+def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
+    """(H, W) image blurred by a separable Gaussian of ``sigma`` px (edges replicated); sigma 0 = unchanged."""
+    if sigma <= 0:
+        return image
+    half = max(1, int(3 * sigma + 0.5))   # scipy.ndimage.gaussian_filter(truncate=3) radius
+    taps = torch.arange(-half, half + 1, dtype=image.dtype, device=image.device)
+    g = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    out = F.pad(image[None, None], (half, half, half, half), mode="replicate")
+    out = F.conv2d(F.conv2d(out, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+    return out[0, 0]
+
+
+def change_mask(x: Tensor, y: Tensor, low: float = 0.5, high: float = 0.95, sigma: float = 3.0) -> Tensor:
+    """(H, W) weights in [0, 1]: where a target's training pairs (x -> y) change the face.
+
+    The mean absolute change over pairs and channels, blurred (``sigma`` px), is mapped to 0 below
+    its ``low`` quantile, 1 above its ``high`` quantile and linearly between. Used with
+    :meth:`LocalRidge.restrict_change` it keeps the regions an expression leaves alone (hair,
+    background, often the nose or forehead) exactly as the input, instead of the fitted map's
+    blur and colour noise there (ours).
+    """
+    if x.shape != y.shape or x.ndim != 4:
+        raise ConfigError(f"change_mask needs two (N, C, H, W) batches of one shape, got {tuple(x.shape)}, "
+                          f"{tuple(y.shape)}")
+    if not 0 <= low < high <= 1:
+        raise ConfigError(f"change_mask quantiles low={low}, high={high}: need 0 <= low < high <= 1")
+    change = gaussian_blur((y.double() - x.double()).abs().mean((0, 1)), sigma)
+    lo, hi = torch.quantile(change.flatten(), torch.tensor([low, high], dtype=change.dtype, device=change.device))
+    if hi <= lo:   # (nearly) no change anywhere: keep the whole fitted map rather than divide by zero
+        return torch.ones_like(change, dtype=torch.float32)
+    return ((change - lo) / (hi - lo)).clamp(0, 1).float()
+
+
 class LocalRidge(nn.Module):
     """Locally connected r x r layer with per-pixel weights, fitted by closed-form ridge.
 
@@ -510,6 +544,27 @@ class LocalRidge(nn.Module):
         self.weight.copy_(weight.to(self.weight))
         self.bias.copy_(bias.to(self.bias))
         self.n_fitted.fill_(acc.n)
+
+    @torch.no_grad()
+    def restrict_change(self, mask: Tensor | None = None, gain: float = 1.0) -> "LocalRidge":
+        """Fold ``y = x + gain * mask * (f(x) - x)`` into the weights; returns self.
+
+        ``mask`` (H, W) in [0, 1] (None = 1 everywhere), e.g. from :func:`change_mask`. Where it is 0
+        the layer becomes the copy map; ``gain`` > 1 exaggerates the fitted change. Exact, so the
+        layer keeps its format, size and speed. Needs a layer that sees its own channel at the
+        centre tap (every :class:`RidgeConfig`).
+        """
+        s = self.config.size
+        m = torch.ones(s, s) if mask is None else mask.detach().to("cpu", torch.float64)
+        if m.shape != (s, s) or not bool(((m >= 0) & (m <= 1)).all()):
+            raise ConfigError(f"restrict_change needs a ({s}, {s}) mask with values in [0, 1], got {tuple(m.shape)}")
+        if not gain > 0:
+            raise ConfigError(f"restrict_change gain={gain!r}: must be > 0")
+        scale = (gain * m).to(self.weight)
+        eye = identity_weights(self.config).to(self.weight)
+        self.weight.copy_(eye + scale[None, :, :, None] * (self.weight - eye))
+        self.bias.mul_(scale[None])
+        return self
 
     @classmethod
     def from_accumulator(cls, acc: RidgeAccumulator, lam: float | None = None) -> "LocalRidge":

@@ -48,6 +48,7 @@ from .imageio import atomic_path, save_image, to_uint8, write_text
 from .losses import (classification, d_adversarial, g_adversarial, gradient_penalty, identity, interpolate, l1,
                      weighted_sum)
 from .model import RegGAN, make_discriminator, save_generator
+from .regression import change_mask
 from .utils import get_device, seed_everything, write_config
 
 log = logging.getLogger(__name__)
@@ -544,13 +545,17 @@ def _plan_items(index, subjects: Sequence[str], source: str, targets: Sequence[s
 
 
 def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: bool = False,
-               copies: int = 0, strength: float = 0.0, seed: int = 0, mirror: bool = False) -> None:
+               copies: int = 0, strength: float = 0.0, seed: int = 0, mirror: bool = False,
+               mask: tuple[float, float, float] | None = None, gain: float = 1.0) -> None:
     """Closed-form ridge fit of every target's layer on its training pairs (Masked Regression).
 
     ``copies`` > 0 adds that many colour/lighting-jittered versions of every pair
     (:func:`reggan_core.augment.augmented_copies`, strength ``strength``); ``mirror`` adds
     every pair (and copy) flipped left-right, so each pixel's regression also sees the
     other half of the face: twice the samples per pixel, a left-right symmetric fit.
+    ``mask`` = (low, high, sigma) then restricts each layer to where its pairs change
+    (:func:`reggan_core.regression.change_mask`) and ``gain`` scales the fitted change
+    (:meth:`~reggan_core.regression.LocalRidge.restrict_change`).
     """
     from tqdm.auto import tqdm
 
@@ -565,6 +570,9 @@ def fit_ridges(model: RegGAN, bank: FaceBank, items: Sequence[Item], progress: b
         if mirror:
             x, y = torch.cat([x, x.flip(-1)]), torch.cat([y, y.flip(-1)])
         model.ridges[t].fit((x, y))
+        if mask is not None or gain != 1.0:
+            m = None if mask is None else change_mask(x, y, *mask)
+            model.ridges[t].restrict_change(m, gain)
 
 
 def drop_broken_pairs(items: Sequence[Item], bank: FaceBank, limit: float, run_dir: Path | None,
@@ -663,7 +671,9 @@ def run_one(cfg: TrainConfig, plan: RunPlan, index, splits: dict[str, str], d: D
         if d.main:
             with torch.no_grad():
                 fit_ridges(model, bank, items, progress=cfg.progress, copies=cfg.augment_ridge_copies,
-                           strength=cfg.augment, seed=cfg.seed, mirror=cfg.ridge_mirror)
+                           strength=cfg.augment, seed=cfg.seed, mirror=cfg.ridge_mirror,
+                           mask=(cfg.ridge_mask_low, cfg.ridge_mask_high, cfg.ridge_mask_blur)
+                           if cfg.ridge_change_mask else None, gain=cfg.ridge_gain)
         if d.world > 1:
             for t in model.ridges.state_dict().values():
                 dist.broadcast(t, 0)

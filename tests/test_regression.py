@@ -570,3 +570,66 @@ def test_identity_prior_with_huge_lambda_copies_the_input():
 def test_unknown_prior_is_one_line():
     with pytest.raises(ConfigError, match="prior='mean' is unknown"):
         RidgeConfig(prior="mean")
+
+
+@pytest.mark.parametrize("cross_channel", [False, True])
+@pytest.mark.parametrize("grad", [True, False], ids=["unfold-path", "shift-add-path"])
+def test_restrict_change_folds_mask_and_gain_into_the_weights(cross_channel, grad):
+    """restrict_change(m, g) makes the layer compute x + g * m * (f(x) - x) exactly, on both forward paths."""
+    cfg = RidgeConfig(r=3, size=6, cross_channel=cross_channel)
+    x, y = random_pairs(n=12, s=6, seed=21)
+    layer = LocalRidge(cfg).double().fit((x, y))
+    mask = torch.rand(6, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    mask[0] = 0.0
+    with torch.no_grad():
+        ref = x + 1.3 * mask * (layer(x) - x)
+    layer.restrict_change(mask, gain=1.3)
+    with torch.set_grad_enabled(grad):
+        out = layer(x).detach()
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+    assert torch.equal(out[:, :, 0], x[:, :, 0])                  # mask 0: the input pixel, bit for bit
+
+
+def test_restrict_change_refuses_bad_masks_and_gains():
+    layer = LocalRidge(RidgeConfig(size=6))
+    with pytest.raises(ConfigError, match=r"\(6, 6\) mask"):
+        layer.restrict_change(torch.ones(5, 5))
+    with pytest.raises(ConfigError, match="values in"):
+        layer.restrict_change(torch.full((6, 6), 1.5))
+    with pytest.raises(ConfigError, match="gain"):
+        layer.restrict_change(None, gain=0.0)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.0, 1.5, 3.0])
+def test_gaussian_blur_matches_scipy(sigma):
+    from scipy.ndimage import gaussian_filter
+
+    from reggan_core.regression import gaussian_blur
+
+    img = torch.rand(20, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = gaussian_filter(img.numpy(), sigma, mode="nearest", truncate=3.0) if sigma else img.numpy()
+    np.testing.assert_allclose(gaussian_blur(img, sigma).numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_change_mask_is_one_where_pairs_change_and_zero_elsewhere():
+    """Pairs that change only a 10 x 10 square: mask 1 inside it, 0 far from it, the ramp in [0, 1]."""
+    from reggan_core.regression import change_mask
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1
+    y = x.clone()
+    y[:, :, 4:14, 18:28] += 0.5 + 0.1 * torch.rand(8, 3, 10, 10, generator=g)
+    y[:, :, 20:, :] += 0.01 * torch.randn(8, 3, 12, 32, generator=g)  # faint noise below it
+    m = change_mask(x, y, low=0.5, high=0.95, sigma=1.0)
+    assert m.shape == (32, 32) and m.dtype == torch.float32
+    assert float(m.min()) == 0.0 and float(m.max()) == 1.0
+    assert bool((m[6:12, 20:26] == 1).all())
+    assert bool((m[:16, :12] == 0).all())                        # no change: the copy map
+    assert float(m[20:].max()) < 0.02                             # faint noise: almost none of the fit
+    lo = change_mask(x, y, low=0.1, high=0.95, sigma=1.0)
+    assert int((lo > 0).sum()) > int((m > 0).sum())              # a lower low quantile opens more of the face
+    assert bool((change_mask(x, x.clone()) == 1).all())           # no change at all: keep the fitted map
+    with pytest.raises(ConfigError, match="quantiles"):
+        change_mask(x, y, low=0.9, high=0.5)
+    with pytest.raises(ConfigError, match="one shape"):
+        change_mask(x, y[:, :, :16])

@@ -455,3 +455,49 @@ def test_mirrored_ridge_fit_is_left_right_equivariant():
             gaps[mirror] = (layer(x.flip(-1)) - layer(x).flip(-1)).abs().max().item()
     assert gaps[True] < 1e-4
     assert gaps[False] > 1e-2
+
+
+def test_masked_ridge_fit_copies_what_the_pairs_never_change():
+    """``mask`` keeps every pixel the training pairs leave alone as the input; ``gain`` scales the rest."""
+    from reggan_core.regression import RidgeConfig, change_mask
+    from reggan_core.train import fit_ridges
+
+    gen = torch.Generator().manual_seed(1)
+    faces = {}
+    for i in range(16):
+        x = torch.rand(3, 16, 16, generator=gen) * 2 - 1
+        y = x.clone()
+        y[:, 9:, 4:12] = -0.5 * x[:, 9:, 4:12] + 0.3                      # only the "mouth" changes
+        y += 0.02 * torch.randn(3, 16, 16, generator=gen)                  # plus a little noise everywhere
+        faces[(f"s{i}", "neutral")], faces[(f"s{i}", "happy")] = x, y
+
+    class Bank:
+        def batch(self, keys):
+            return torch.stack([faces[k] for k in keys])
+
+    items = [Item(f"s{i}", "neutral", "happy", 0) for i in range(16)]
+    xs, ys = Bank().batch([(i.subject, "neutral") for i in items]), Bank().batch([(i.subject, "happy") for i in items])
+    probe = torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1
+    outs = {}
+    for mask, gain in ((None, 1.0), ((0.5, 0.8, 1.0), 1.0), ((0.5, 0.8, 1.0), 1.5)):
+        model = RegGAN(["happy"], ridge=RidgeConfig(r=3, size=16, prior="identity", padding="replicate"))
+        fit_ridges(model, Bank(), items, mask=mask, gain=gain)
+        with torch.no_grad():
+            outs[mask, gain] = model.ridges["happy"](probe)
+    plain = outs[None, 1.0]
+    m = change_mask(xs, ys, 0.5, 0.8, 1.0)
+    assert bool((m[:4] == 0).all()) and bool((m[12:, 6:10] == 1).all())
+    masked = outs[(0.5, 0.8, 1.0), 1.0]
+    assert torch.equal(masked[:, :, :4], probe[:, :, :4])                 # unchanged rows: the input itself
+    assert float((plain[:, :, :4] - probe[:, :, :4]).abs().max()) > 1e-3   # (the plain fit adds its noise)
+    torch.testing.assert_close(masked[:, :, 12:, 6:10], plain[:, :, 12:, 6:10])
+    torch.testing.assert_close(outs[(0.5, 0.8, 1.0), 1.5] - probe, 1.5 * (masked - probe))
+
+
+@pytest.mark.parametrize("kwargs, key", [({"ridge_mask_low": 0.9, "ridge_mask_high": 0.5}, "ridge_mask_low"),
+                                         ({"ridge_mask_high": 1.5}, "ridge_mask_low"),
+                                         ({"ridge_mask_blur": -1.0}, "ridge_mask_blur"),
+                                         ({"ridge_gain": 0.0}, "ridge_gain")])
+def test_bad_change_mask_settings_are_refused(kwargs, key):
+    with pytest.raises(ConfigError, match=f"config value {key}"):
+        TrainConfig(**kwargs)
