@@ -405,16 +405,18 @@ def identity_weights(config: RidgeConfig) -> Tensor:
 
 
 def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
-    """(H, W) image blurred by a separable Gaussian of ``sigma`` px (edges replicated); sigma 0 = unchanged."""
+    """(H, W) image blurred by a Gaussian of ``sigma`` px, edges replicated (OpenCV, as in ``photo``).
+
+    The kernel reaches 3 sigma (scipy's ``gaussian_filter(truncate=3)``); sigma 0 = unchanged.
+    """
     if sigma <= 0:
         return image
-    half = max(1, int(3 * sigma + 0.5))   # scipy.ndimage.gaussian_filter(truncate=3) radius
-    taps = torch.arange(-half, half + 1, dtype=image.dtype, device=image.device)
-    g = torch.exp(-taps ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    out = F.pad(image[None, None], (half, half, half, half), mode="replicate")
-    out = F.conv2d(F.conv2d(out, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    return out[0, 0]
+    import cv2
+
+    size = 2 * max(1, int(3 * sigma + 0.5)) + 1
+    out = cv2.GaussianBlur(image.detach().cpu().double().numpy(), (size, size), sigma,
+                           borderType=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(out).to(image.device, image.dtype)
 
 
 def change_mask(x: Tensor, y: Tensor, low: float = 0.5, high: float = 0.95, sigma: float = 3.0) -> Tensor:
