@@ -56,7 +56,6 @@ class RidgeVariant:
     strength: float = 1.0
     mirror: bool = False
     mask: tuple[float, float, float] | None = None   # change-mask (low, high, sigma); folded into the layer
-    gain: float = 1.0                                 # fitted change scaled, folded into the layer
 
 
 RIDGE_VARIANTS = (
@@ -82,10 +81,10 @@ RIDGE_VARIANTS = (
     RidgeVariant("r = 7 + change mask 0.3-0.8, blur 3", r=7, prior="identity", max_rigid_motion=0.15,
                  mask=(0.3, 0.8, 3.0)),
     RidgeVariant("r = 7 + change mask 0.5-0.95, blur 3, gain 1.25", r=7, prior="identity", max_rigid_motion=0.15,
-                 mask=(0.5, 0.95, 3.0), gain=1.25),
+                 mask=(0.5, 0.95, 3.0), strength=1.25),
     RidgeVariant("r = 7 + change mask 0.5-0.95, blur 3, gain 1.5", r=7, prior="identity", max_rigid_motion=0.15,
-                 mask=(0.5, 0.95, 3.0), gain=1.5),
-    RidgeVariant("r = 7, gain 1.25 (no mask)", r=7, prior="identity", max_rigid_motion=0.15, gain=1.25),
+                 mask=(0.5, 0.95, 3.0), strength=1.5),
+    RidgeVariant("r = 7, gain 1.25 (no mask)", r=7, prior="identity", max_rigid_motion=0.15, strength=1.25),
 )
 
 
@@ -113,8 +112,7 @@ def ridge_methods(variants, targets, root, progress: bool = True) -> dict:
                 checked[v.max_rigid_motion] = drop_broken_pairs(items, bank, v.max_rigid_motion, None)
             use = checked[v.max_rigid_motion]
         model = RegGAN(list(targets), ridge=RidgeConfig(r=v.r, prior=v.prior, lam=v.lam))   # the trainer's own fit
-        fit_ridges(model, bank, use, copies=v.copies, strength=v.augment, seed=0, mirror=v.mirror,
-                   mask=v.mask, gain=v.gain)
+        fit_ridges(model, bank, use, copies=v.copies, strength=v.augment, seed=0, mirror=v.mirror, mask=v.mask)
         layers = model.ridges
 
         def run(faces, target, layers=layers, k=v.strength):
